@@ -1,0 +1,92 @@
+"""The ``dpmot`` command (also ``python -m dpmot_bench``).
+
+Every sub-command takes ``--seed``, ``--device`` and ``--quiet``. Bad input ends with one line on stderr
+and exit status 2, and nothing half-written on disk; any other exception is a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+
+from .errors import InputError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage dump) and exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def resolve_device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for but CUDA is not available here; use --device cpu")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise InputError(f"unsupported device {name!r}; use cpu or cuda")
+    return device
+
+
+def _common(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def _non_negative_seed(args) -> None:
+    if args.seed < 0:
+        raise InputError(f"--seed must be >= 0, got {args.seed}")
+
+
+# ------------------------------------------------------------------------------------------ commands
+def cmd_datasets(args) -> int:
+    from .data import dataset_names, get_dataset
+
+    datasets = [get_dataset(name) for name in dataset_names()]
+    if args.json:
+        print(json.dumps([{"name": d.name, "dim": d.dim, "shape": list(d.shape), "classes": d.n_classes,
+                           "description": d.description} for d in datasets], indent=2))
+    else:
+        width = max(len(d.name) for d in datasets)
+        for d in datasets:
+            print(f"{d.name:<{width}}  {d.description}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = _Parser(prog="dpmot", description=__doc__.splitlines()[0] + " DPM-OT benchmarks and checks.")
+    parser.add_argument("--version", action="version", version=f"dpmot-bench {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+
+    p = _common(sub.add_parser("datasets", help="list the dataset names with a one-line description"))
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(run=cmd_datasets)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        _non_negative_seed(args)
+        args.device = resolve_device(args.device)
+        return args.run(args)
+    except InputError as err:
+        print(f"dpmot {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"dpmot {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,11 @@
+"""Datasets with exact structure (Gaussian mixtures) and small real data (8x8 digits)."""
+from .gmm import GaussianMixture
+from .registry import SPLITS, Dataset, dataset_names, get_dataset
+
+
+def empirical_denoiser(points, weights=None) -> GaussianMixture:
+    """The optimal denoiser of a finite point set: a mixture of point masses (see GaussianMixture)."""
+    return GaussianMixture(points, 0.0, weights)
+
+
+__all__ = ["GaussianMixture", "Dataset", "SPLITS", "dataset_names", "get_dataset", "empirical_denoiser"]

@@ -1,0 +1,129 @@
+"""The denoiser protocol and the conversions around it.
+
+A **denoiser** is a batched callable ``D(x, sigma) -> estimate of x_0`` for ``x = x_0 + sigma * eps``,
+with ``x`` of shape (B, ...) and ``sigma`` a float or a tensor of shape () or (B,). Everything else is
+derived from it (Tweedie / Miyasawa):
+
+    score(x, sigma) = grad log p_sigma(x) = (D(x, sigma) - x) / sigma^2
+    eps(x, sigma)   = (x - D(x, sigma)) / sigma
+
+Other model parametrisations are wrapped into this form once, at the edge: a VP eps-prediction model
+``eps_theta(x_vp, t)`` with ``x_vp = x / sqrt(1 + sigma^2)`` (DDPM, diffusers UNets), and a score model
+``s_theta(x, sigma)`` (NCSN). The inverse wrappers turn a denoiser into those forms, so that external
+samplers (diffusers schedulers) can run on our denoisers.
+"""
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+import torch
+
+Tensor = torch.Tensor
+
+
+class Denoiser(Protocol):
+    def __call__(self, x: Tensor, sigma: Tensor | float) -> Tensor: ...
+
+
+def append_dims(v: Tensor, ndim: int) -> Tensor:
+    """Append trailing singleton dimensions so that ``v`` broadcasts against a tensor with ``ndim`` dims."""
+    return v[(...,) + (None,) * (ndim - v.ndim)]
+
+
+def sigma_batch(sigma: Tensor | float, x: Tensor) -> Tensor:
+    """``sigma`` as a tensor of shape (B,) on x's device and dtype."""
+    sigma = torch.as_tensor(sigma, device=x.device, dtype=x.dtype)
+    return sigma.expand(x.shape[0]) if sigma.ndim == 0 else sigma.reshape(x.shape[0])
+
+
+def score_from_denoised(x: Tensor, denoised: Tensor, sigma: Tensor | float) -> Tensor:
+    return (denoised - x) / append_dims(sigma_batch(sigma, x), x.ndim) ** 2
+
+
+def eps_from_denoised(x: Tensor, denoised: Tensor, sigma: Tensor | float) -> Tensor:
+    return (x - denoised) / append_dims(sigma_batch(sigma, x), x.ndim)
+
+
+def denoised_from_eps(x: Tensor, eps: Tensor, sigma: Tensor | float) -> Tensor:
+    return x - append_dims(sigma_batch(sigma, x), x.ndim) * eps
+
+
+def denoised_from_score(x: Tensor, score: Tensor, sigma: Tensor | float) -> Tensor:
+    return x + append_dims(sigma_batch(sigma, x), x.ndim) ** 2 * score
+
+
+class EpsModelDenoiser:
+    """Wrap a VP eps-prediction model ``eps_model(x_vp, t)`` into a denoiser.
+
+    ``D(x, sigma) = x - sigma * eps_model(x / sqrt(1 + sigma^2), schedule.t(sigma))``, where ``schedule``
+    maps sigma to the model's own time (``VPLinear``, ``VPCosine`` or ``VPDiscrete`` timesteps).
+    """
+
+    def __init__(self, eps_model: Callable[[Tensor, Tensor], Tensor], schedule):
+        self.eps_model, self.schedule = eps_model, schedule
+
+    def __call__(self, x: Tensor, sigma: Tensor | float) -> Tensor:
+        sigma = sigma_batch(sigma, x)
+        x_vp = x / append_dims(torch.sqrt(1 + sigma ** 2), x.ndim)
+        t = self.schedule.t(sigma.double()).to(device=x.device, dtype=x.dtype)
+        return denoised_from_eps(x, self.eps_model(x_vp, t), sigma)
+
+
+class ScoreModelDenoiser:
+    """Wrap a score model ``score_model(x, sigma) ~ grad log p_sigma(x)`` (NCSN) into a denoiser:
+    ``D(x, sigma) = x + sigma^2 * score_model(x, sigma)``."""
+
+    def __init__(self, score_model: Callable[[Tensor, Tensor], Tensor]):
+        self.score_model = score_model
+
+    def __call__(self, x: Tensor, sigma: Tensor | float) -> Tensor:
+        sigma = sigma_batch(sigma, x)
+        return denoised_from_score(x, self.score_model(x, sigma), sigma)
+
+
+class VPEpsModel:
+    """The inverse of :class:`EpsModelDenoiser`: a denoiser seen as a VP eps-prediction model.
+
+    ``eps(x_vp, t) = (x - D(x, sigma)) / sigma`` with ``sigma = schedule.sigma(t)`` and
+    ``x = x_vp * sqrt(1 + sigma^2)``. This is how external VP samplers (diffusers) run on our denoisers.
+    """
+
+    def __init__(self, denoiser: Denoiser, schedule):
+        self.denoiser, self.schedule = denoiser, schedule
+
+    def __call__(self, x_vp: Tensor, t: Tensor | float) -> Tensor:
+        t = torch.as_tensor(t, dtype=torch.float64)
+        sigma = sigma_batch(self.schedule.sigma(t).to(x_vp.device), x_vp).to(x_vp.dtype)
+        x = x_vp * append_dims(torch.sqrt(1 + sigma ** 2), x_vp.ndim)
+        return eps_from_denoised(x, self.denoiser(x, sigma), sigma)
+
+
+class ScoreModel:
+    """A denoiser seen as a score model: ``score(x, sigma) = (D(x, sigma) - x) / sigma^2``."""
+
+    def __init__(self, denoiser: Denoiser):
+        self.denoiser = denoiser
+
+    def __call__(self, x: Tensor, sigma: Tensor | float) -> Tensor:
+        return score_from_denoised(x, self.denoiser(x, sigma), sigma)
+
+
+class CountingDenoiser:
+    """Counts what a sampler really spends: ``calls`` (the NFE) and ``rows`` (sample-evaluations)."""
+
+    def __init__(self, denoiser: Denoiser):
+        self.denoiser = denoiser
+        self.calls = 0
+        self.rows = 0
+
+    @property
+    def nfe(self) -> int:
+        return self.calls
+
+    def reset(self) -> None:
+        self.calls = self.rows = 0
+
+    def __call__(self, x: Tensor, sigma: Tensor | float) -> Tensor:
+        self.calls += 1
+        self.rows += x.shape[0]
+        return self.denoiser(x, sigma)

@@ -1,0 +1,25 @@
+import os
+
+import torch
+from hypothesis import HealthCheck, settings
+
+# Two pytest-xdist workers share 2 cores: one torch thread each avoids oversubscription.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+
+settings.register_profile("default", deadline=None, max_examples=40,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("thorough", deadline=None, max_examples=500,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    """A monkeypatch usable inside hypothesis tests (function-scoped fixtures are not reset per example)."""
+    patcher = pytest.MonkeyPatch()
+    yield patcher
+    patcher.undo()
