@@ -60,6 +60,17 @@ def cmd_datasets(args) -> int:
     return 0
 
 
+# [cmd fit-ot]
+
+# [cmd sample]
+
+# [cmd train]
+
+# [cmd check-bound]
+
+# [cmd bench report]
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -70,6 +81,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = _common(sub.add_parser("datasets", help="list the dataset names with a one-line description"))
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(run=cmd_datasets)
+
+    # [parser fit-ot]
+
+    # [parser sample]
+
+    # [parser train]
+
+    # [parser check-bound]
+
+    # [parser bench report]
     return parser
 
 
