@@ -1,0 +1,96 @@
+"""Report figures (seaborn / matplotlib, written as PNG through atomic writes)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from ..io import atomic_path  # noqa: E402
+
+sns.set_theme(style="whitegrid", context="paper")
+
+
+def save(fig, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _method_order(frame: pd.DataFrame) -> list[str]:
+    names = sorted(frame["method"].unique())
+    return sorted(names, key=lambda m: (not m.startswith("dpm-ot"), m.startswith("diffusers"), m))
+
+
+def metric_vs_nfe(frame: pd.DataFrame, metric: str, label: str, path: Path, log_y: bool = True,
+                  floor: pd.DataFrame | None = None) -> Path:
+    """One panel per dataset: ``metric`` against NFE for every method, mean and 95% CI over seeds;
+    an optional dashed line per dataset for the sampling-noise floor."""
+    datasets = sorted(frame["dataset"].unique())
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.6 * len(datasets), 3.6), squeeze=False)
+    order = _method_order(frame)
+    palette = dict(zip(order, sns.color_palette("tab20", len(order))))
+    for ax, dataset in zip(axes[0], datasets):
+        part = frame[frame["dataset"] == dataset]
+        sns.lineplot(part, x="nfe", y=metric, hue="method", hue_order=[m for m in order if m in set(part["method"])],
+                     palette=palette, style="method", markers=True, dashes=False, errorbar=("ci", 95),
+                     ax=ax, legend=ax is axes[0][-1])
+        if floor is not None and dataset in set(floor["dataset"]):
+            value = float(floor.loc[floor["dataset"] == dataset, "floor"].iloc[0])
+            ax.axhline(value, color="black", ls="--", lw=1, label="noise floor")
+        ax.set(xscale="log", title=dataset, xlabel="NFE", ylabel=label)
+        if log_y and (part[metric] > 0).all():
+            ax.set_yscale("log")
+    if axes[0][-1].get_legend() is not None:
+        sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.02, 1), frameon=False)
+    return save(fig, path)
+
+
+def scatter_grid(samples: dict[str, np.ndarray], reference: np.ndarray, title: str, path: Path,
+                 targets: np.ndarray | None = None) -> Path:
+    """2-D samples of every method next to the true distribution."""
+    panels = {"true data": reference, **samples}
+    cols = min(5, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.6 * rows), squeeze=False)
+    lim = np.abs(reference).max() * 1.25
+    for ax, (name, x) in zip(axes.flat, panels.items()):
+        ax.scatter(x[:, 0], x[:, 1], s=1.5, alpha=0.5, color="C0" if name == "true data" else "C3", lw=0)
+        ax.set(xlim=(-lim, lim), ylim=(-lim, lim), title=name, aspect="equal", xticks=[], yticks=[])
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.suptitle(title)
+    return save(fig, path)
+
+
+def digit_grid(samples: dict[str, np.ndarray], path: Path, per_method: int = 16) -> Path:
+    """A row of 8x8 digits per method (values in [-1, 1])."""
+    names = list(samples)
+    fig, axes = plt.subplots(len(names), 1, figsize=(per_method * 0.45, 0.62 * len(names)), squeeze=False)
+    for ax, name in zip(axes[:, 0], names):
+        x = np.clip(samples[name][:per_method].reshape(-1, 8, 8), -1, 1)
+        strip = np.concatenate([np.pad(img, 1, constant_values=1) for img in x], axis=1)
+        ax.imshow(strip, cmap="gray_r", vmin=-1, vmax=1)
+        ax.set_xticks([]), ax.set_yticks([])
+        ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+    return save(fig, path)
+
+
+def histograms(values: dict[str, np.ndarray], xlabel: str, title: str, path: Path,
+               reference: str | None = None) -> Path:
+    """Overlaid histograms (e.g. nearest-neighbour distances per method); ``reference`` drawn in black."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    upper = np.quantile(np.concatenate(list(values.values())), 0.995)
+    bins = np.linspace(0, upper, 50)
+    for name, v in values.items():
+        ax.hist(v, bins=bins, histtype="step", density=True, lw=2 if name == reference else 1.2,
+                color="black" if name == reference else None, label=name)
+    ax.set(xlabel=xlabel, ylabel="density", title=title)
+    ax.legend(fontsize=7, frameon=False, bbox_to_anchor=(1.02, 1), loc="upper left")
+    return save(fig, path)
