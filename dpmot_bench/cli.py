@@ -69,6 +69,36 @@ def cmd_datasets(args) -> int:
 # [cmd check-bound]
 
 # [cmd bench report]
+def _suite_and_out(args):
+    from pathlib import Path
+
+    from .bench.suites import get_suite
+    from .io import ensure_writable_dir
+
+    suite = get_suite(args.suite)
+    out = Path(args.out or Path("reports") / suite.name)
+    ensure_writable_dir(out)
+    return suite, out
+
+
+def cmd_bench(args) -> int:
+    from .bench.runner import run_suite
+    from .io import write_json
+
+    suite, out = _suite_and_out(args)
+    rows = run_suite(suite, out, resume=args.resume, device=args.device, progress=not args.quiet)
+    write_json(out / "work" / "rows.json", rows)
+    print(json.dumps({"suite": suite.name, "rows": len(rows), "results": str(out / "work")}))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report.build import build_report
+
+    suite, out = _suite_and_out(args)
+    index = build_report(suite, out, resume=args.resume, device=args.device, progress=not args.quiet)
+    print(index)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
     # [parser check-bound]
 
     # [parser bench report]
+    for name, run, text in (("bench", cmd_bench, "run a benchmark suite (resumable) into OUT/work"),
+                            ("report", cmd_report, "run a suite and write OUT/index.md, figures, results.csv/json")):
+        p = _common(sub.add_parser(name, help=text, description=text))
+        p.add_argument("--suite", default="quick", help="quick (default; < 10 min on 2 cores), full, or tiny")
+        p.add_argument("--out", help="output directory (default reports/SUITE)")
+        p.add_argument("--resume", action="store_true", help="keep finished cells of an interrupted run")
+        p.set_defaults(run=run)
     return parser
 
 

@@ -94,3 +94,46 @@ def histograms(values: dict[str, np.ndarray], xlabel: str, title: str, path: Pat
     ax.set(xlabel=xlabel, ylabel="density", title=title)
     ax.legend(fontsize=7, frameon=False, bbox_to_anchor=(1.02, 1), loc="upper left")
     return save(fig, path)
+
+
+def tradeoff(frame: pd.DataFrame, path: Path) -> Path:
+    """DPM-OT's sigma_star sweep: quality (left axis) and copy rate to the OT targets (right), per dataset."""
+    datasets = sorted(frame["dataset"].unique())
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.6 * len(datasets), 3.4), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        part = frame[frame["dataset"] == dataset]
+        sns.lineplot(part, x="sigma_star", y="quality", marker="o", errorbar=("ci", 95), ax=ax, color="C0")
+        ax.set(xscale="log", title=dataset, xlabel="sigma_star", ylabel="W2 / FD (lower is better)")
+        twin = ax.twinx()
+        sns.lineplot(part, x="sigma_star", y="copy_rate_targets", marker="s", errorbar=("ci", 95), ax=twin,
+                     color="C3")
+        twin.set(ylabel="copy rate to OT targets", ylim=(-0.02, 1.02))
+        twin.yaxis.label.set_color("C3")
+        twin.grid(False)
+    return save(fig, path)
+
+
+def power_cells(ot_map, samples: np.ndarray, path: Path, resolution: int = 300) -> Path:
+    """Left: the power (Laguerre) cells of a 2-D map over the source's bulk, coloured by target. Right: the
+    targets (latents) and the final samples."""
+    import torch
+
+    source = ot_map.source
+    meta = source.to_meta()
+    if meta["kind"] == "gaussian":
+        lo, hi = meta["mean"] - 3 * meta["std"], meta["mean"] + 3 * meta["std"]
+    else:
+        lo, hi = meta["low"], meta["high"]
+    axis = np.linspace(lo, hi, resolution)
+    grid = torch.from_numpy(np.stack(np.meshgrid(axis, axis), -1).reshape(-1, 2).astype(np.float32))
+    cells = ot_map.assign(grid.to(ot_map.targets_.device)).cpu().numpy().reshape(resolution, resolution)
+    colours = np.random.default_rng(0).permutation(ot_map.targets_.shape[0])[cells]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 4.3))
+    left.imshow(colours, origin="lower", extent=(lo, hi, lo, hi), cmap="tab20", interpolation="nearest")
+    left.set(title=f"power cells in source space ({meta['kind']})", aspect="equal")
+    targets = ot_map.targets_.cpu().numpy()
+    right.scatter(targets[:, 0], targets[:, 1], s=4, color="0.6", lw=0, label="OT targets (latents)")
+    right.scatter(samples[:, 0], samples[:, 1], s=2, color="C3", lw=0, alpha=0.6, label="DPM-OT samples")
+    right.set(title="targets and final samples", aspect="equal")
+    right.legend(fontsize=7, loc="upper right", markerscale=3)
+    return save(fig, path)

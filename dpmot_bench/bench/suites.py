@@ -1,0 +1,67 @@
+"""Benchmark suites: which datasets, samplers, NFEs and seeds are measured, and the side studies.
+
+``quick`` is the default of ``dpmot report``: it must finish in under 10 minutes on 2 CPU cores from an
+empty cache (including model and classifier training). ``full`` is for a bigger machine or a GPU.
+``tiny`` exists for the test suite (a whole report in seconds).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import unknown_name
+
+ALL_SAMPLERS = ("dpm-ot", "dpm-ot-paper", "euler", "heun", "dpmpp-2m", "dpmpp-3m", "ancestral", "langevin",
+                "diffusers-ddim", "diffusers-dpmpp-2m", "diffusers-unipc", "diffusers-heun")
+NFE_GRID = (1, 2, 5, 10, 20, 50)
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    description: str
+    datasets: tuple[str, ...]
+    samplers: tuple[str, ...] = ALL_SAMPLERS
+    nfes: tuple[int, ...] = NFE_GRID
+    seeds: tuple[int, ...] = (0, 1, 2)
+    n_samples: dict = field(default_factory=dict)  # dataset -> samples per cell
+    # DPM-OT's sigma_star trade-off (novelty vs quality): datasets, levels, the tail NFE.
+    sweep_datasets: tuple[str, ...] = ()
+    sweep_sigmas: tuple[float, ...] = ()
+    sweep_nfe: int = 10
+    figure_nfe: int = 10  # sample scatters / digit grids at this NFE
+    train_loss_datasets: tuple[str, ...] = ()  # trained vs exact denoising loss
+    ot_benchmarks: str | None = None  # "quick" / "full" OT kernel and solver benchmarks
+    bound_checks: str | None = None  # "quick" / "full" error-bound checks
+    floor_repeats: int = 5
+
+    def samples_for(self, dataset: str) -> int:
+        return self.n_samples.get(dataset, 1000)
+
+
+SUITES = {
+    "quick": Suite(
+        "quick", "all samplers x NFE {1,2,5,10,20,50} x 3 seeds on gmm-ring8, gmm-grid25 and digits; "
+        "sigma_star sweep; OT and error-bound checks (quick versions)",
+        datasets=("gmm-ring8", "gmm-grid25", "digits"),
+        n_samples={"gmm-ring8": 1000, "gmm-grid25": 1000, "digits": 450},
+        sweep_datasets=("gmm-grid25", "digits"), sweep_sigmas=(0.01, 0.03, 0.1, 0.3, 1.0, 3.0),
+        train_loss_datasets=("gmm-ring8",), ot_benchmarks="quick", bound_checks="quick"),
+    "full": Suite(
+        "full", "all samplers x NFE grid x 5 seeds on every dataset with more samples; full OT and bound checks",
+        datasets=("gmm-ring8", "gmm-grid25", "gmm-hd", "digits"), seeds=(0, 1, 2, 3, 4),
+        n_samples={"gmm-ring8": 2000, "gmm-grid25": 2000, "gmm-hd": 2000, "digits": 450},
+        sweep_datasets=("gmm-ring8", "gmm-grid25", "gmm-hd", "digits"),
+        sweep_sigmas=(0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0),
+        train_loss_datasets=("gmm-ring8", "gmm-grid25", "gmm-hd"), ot_benchmarks="full", bound_checks="full"),
+    "tiny": Suite(
+        "tiny", "a smoke-test suite: two samplers, two NFEs, two seeds on gmm-ring8",
+        datasets=("gmm-ring8",), samplers=("dpm-ot", "euler"), nfes=(2, 5), seeds=(0, 1),
+        n_samples={"gmm-ring8": 200}, sweep_datasets=("gmm-ring8",), sweep_sigmas=(0.05, 0.5), sweep_nfe=5,
+        figure_nfe=5, floor_repeats=2),
+}
+
+
+def get_suite(name: str) -> Suite:
+    if name not in SUITES:
+        raise unknown_name("suite", name, SUITES)
+    return SUITES[name]

@@ -1,0 +1,139 @@
+"""What each kind of cell measures. Every task returns one flat row (or a list of rows)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..errors import unknown_name
+from .runner import DPMOT_PRESETS, Context
+from .store import Cell
+
+
+def _draw(ctx: Context, cell: Cell, sigma_star: float | None = None):
+    """Samples of one cell: (x, index or None, nfe spent, seconds)."""
+    from ..samplers import generate
+
+    ot_map = None
+    if cell.method in DPMOT_PRESETS:
+        ot_map = ctx.ot_map(cell.dataset, "dpm-ot" if sigma_star is not None else cell.method, sigma_star)[0]
+    n = dict(cell.params)["n"]
+    result = generate(ctx.dataset(cell.dataset), cell.method, cell.nfe, n, cell.seed,
+                      ctx.denoiser(cell.dataset), ot_map=ot_map, device=ctx.device, progress=False)
+    return result.x, result.index, result.nfe_spent, result.seconds, ot_map
+
+
+def _quality(ctx: Context, cell: Cell, x: torch.Tensor, ot_map) -> tuple[dict, dict]:
+    """Metrics of a sample set, and the per-sample arrays worth keeping for figures."""
+    from ..metrics import (frechet_distance, gmm_mode_metrics, memorisation, mode_mixture_curve,
+                           precision_recall_density_coverage, w2)
+
+    dataset = ctx.dataset(cell.dataset)
+    targets = None if ot_map is None else ot_map.targets_.cpu()
+    memo = memorisation(x, targets=targets, train=ctx.split(cell.dataset, "train"),
+                        heldout=ctx.split(cell.dataset, "heldout"))
+    row = {"nn_train_median": float(np.median(memo["nn_to_train"])),
+           "copy_rate_train": memo["copy_rate_train"], "ratio_copy_rate_train": memo["ratio_copy_rate_train"],
+           "baseline_copy_rate": memo["baseline_copy_rate"], "copy_threshold": memo["threshold"]}
+    arrays = {"nn_to_train": memo["nn_to_train"]}
+    if targets is not None:
+        row.update(nn_targets_median=float(np.median(memo["nn_to_targets"])),
+                   copy_rate_targets=memo["copy_rate_targets"],
+                   ratio_copy_rate_targets=memo["ratio_copy_rate_targets"])
+        arrays["nn_to_targets"] = memo["nn_to_targets"]
+    if dataset.mixture is not None:
+        modes = gmm_mode_metrics(x, dataset.mixture)
+        row.update({k: modes[k] for k in ("high_quality", "between_modes", "outliers", "modes_covered",
+                                          "n_modes", "kl", "tv")})
+        row["w2"] = w2(x, ctx.reference(cell.dataset, x.shape[0], cell.seed))
+    else:
+        classifier = ctx.classifier
+        with torch.no_grad():
+            probs = classifier.probs(x.to(ctx.device)).cpu()
+            features = classifier.features(x.to(ctx.device)).cpu()
+        row["fd"] = frechet_distance(features, ctx.train_features())
+        row.update({f"mmr_{lam:g}": v for lam, v in mode_mixture_curve(probs).items()})
+        row["mmr"] = row["mmr_0.2"]
+        prdc = precision_recall_density_coverage(ctx.train_features(), features, k=3)
+        row.update(prdc)
+    return row, arrays
+
+
+def sample_task(ctx: Context, cell: Cell, sigma_star: float | None = None) -> dict:
+    x, index, nfe_spent, seconds, ot_map = _draw(ctx, cell, sigma_star)
+    row, arrays = _quality(ctx, cell, x, ot_map)
+    row.update(nfe_spent=nfe_spent, sample_seconds=seconds, per_sample_ms=1e3 * seconds / x.shape[0])
+    if cell.seed == 0 and cell.nfe == (ctx.suite.sweep_nfe if sigma_star else ctx.suite.figure_nfe):
+        name = cell if sigma_star is None else Cell.make(cell.task, cell.dataset, f"{cell.method}-{sigma_star:g}")
+        ctx.save_samples(name, x=x.numpy(), **({} if index is None else {"index": index.numpy()}), **arrays)
+    return row
+
+
+def floor_task(ctx: Context, cell: Cell) -> dict:
+    """What a perfect sampler scores: true samples measured like generated ones."""
+    from ..metrics import frechet_distance, mode_mixture_ratio, w2_floor
+
+    dataset, n = ctx.dataset(cell.dataset), dict(cell.params)["n"]
+    if dataset.mixture is not None:
+        floor = w2_floor(lambda m, s: dataset.sample(m, seed=s), n, seed=cell.seed, repeats=ctx.suite.floor_repeats)
+        return {"metric": "w2", "floor": floor["mean"], "floor_std": floor["std"], "method_w2": floor["method"]}
+    heldout = ctx.split(cell.dataset, "heldout").to(ctx.device)
+    with torch.no_grad():
+        features, probs = ctx.classifier.features(heldout).cpu(), ctx.classifier.probs(heldout).cpu()
+    return {"metric": "fd", "floor": frechet_distance(features, ctx.train_features()),
+            "floor_mmr": mode_mixture_ratio(probs), "n_heldout": heldout.shape[0]}
+
+
+MASS_CHECK_SAMPLES = 2 ** 22
+
+
+def ot_fit_task(ctx: Context, cell: Cell) -> dict:
+    """The one-off cost of a DPM-OT preset, and the fitted map's accuracy measured on an independent
+    Monte-Carlo sample (with that measurement's own l1 noise floor)."""
+    fitted, seconds = ctx.ot_map(cell.dataset, cell.method)
+    errors = fitted.mass_errors(n_samples=MASS_CHECK_SAMPLES, seed=777)
+    return {"fit_seconds": seconds if seconds is not None else fitted.fit_seconds_,
+            "n_targets": fitted.targets_.shape[0], "dim": fitted.targets_.shape[1], "iterations": fitted.n_iter_,
+            "solver": fitted.solver, "source": fitted.source.to_meta()["kind"],
+            "sigma_star": fitted.meta_.get("sigma_star") if hasattr(fitted, "meta_") else None,
+            "source_samples": fitted.n_source_samples_, **errors}
+
+
+def train_loss_task(ctx: Context, cell: Cell) -> list[dict]:
+    from ..models import denoising_loss
+
+    sigmas = np.geomspace(0.01, 10, 7)
+    rows = []
+    for model in ("exact", "trained"):
+        loss = denoising_loss(ctx.denoiser(cell.dataset, model), ctx.dataset(cell.dataset), sigmas, seed=1)
+        rows += [{"model": model, "sigma": float(s), "loss": float(v)} for s, v in zip(loss.sigmas, loss.loss)]
+    return rows
+
+
+def classifier_task(ctx: Context, cell: Cell) -> dict:
+    return {"heldout_accuracy": ctx.classifier.heldout_accuracy}
+
+
+def ot_benchmark_task(ctx: Context, cell: Cell) -> list[dict]:
+    from . import ot_bench
+
+    run = {"ot-kernel": ot_bench.kernel_benchmark, "ot-solver": ot_bench.solver_benchmark,
+           "ot-scale": ot_bench.scale_benchmark}[cell.task]
+    return run(suite=dict(cell.params)["level"], device=ctx.device, progress=ctx.progress)
+
+
+def bound_task(ctx: Context, cell: Cell) -> list[dict]:
+    from ..theory import run_bound_checks
+
+    return run_bound_checks(suite=dict(cell.params)["level"], device=ctx.device, progress=ctx.progress)
+
+
+TASKS = {"sample": sample_task, "floor": floor_task, "ot-fit": ot_fit_task, "train-loss": train_loss_task,
+         "classifier": classifier_task, "ot-kernel": ot_benchmark_task, "ot-solver": ot_benchmark_task,
+         "ot-scale": ot_benchmark_task, "bound": bound_task,
+         "sigma-star": lambda ctx, cell: sample_task(ctx, cell, dict(cell.params)["sigma_star"])}
+
+
+def run_cell(ctx: Context, cell: Cell):
+    if cell.task not in TASKS:
+        raise unknown_name("benchmark task", cell.task, TASKS)
+    return TASKS[cell.task](ctx, cell)
