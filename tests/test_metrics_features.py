@@ -1,0 +1,185 @@
+"""Feature extractors: the digits classifier (trained once into a temporary cache) and the InceptionV3
+plumbing (with stand-in extractors: torch-fidelity is not installable here)."""
+import fcntl
+import os
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from dpmot_bench.data import get_dataset
+from dpmot_bench.errors import CorruptFileError, InputError, NonFiniteError, ShapeError
+from dpmot_bench.metrics import InceptionFeatures, frechet_distance, get_digits_classifier, mode_mixture_ratio
+from dpmot_bench.metrics.classifier import DEFAULT_CONFIG, classifier_cache_path, train_digits_classifier
+
+TINY = {"epochs": 1, "width": 4, "features": 16}  # seconds to train: for cache and determinism checks
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory, monkeypatch_module):
+    """One cache directory per test run, shared by the pytest-xdist workers of that run."""
+    run_dir = tmp_path_factory.getbasetemp()
+    path = (run_dir.parent if os.environ.get("PYTEST_XDIST_WORKER") else run_dir) / "dpmot-cache"
+    path.mkdir(exist_ok=True)
+    monkeypatch_module.setenv("DPMOT_CACHE", str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def classifier(cache):
+    with open(cache / "classifier.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one worker trains, the others wait and load its cache entry
+        return get_digits_classifier()
+
+
+def test_classifier_is_accurate_on_the_heldout_split(classifier):
+    x, y = get_dataset("digits").data("heldout")
+    assert classifier.heldout_accuracy >= 0.97
+    assert classifier.heldout_accuracy == float((classifier.probs(x).argmax(1) == y).double().mean())
+
+
+def test_classifier_outputs(classifier):
+    x, _ = get_dataset("digits").data("heldout", 50)
+    probs, feats = classifier.probs(x), classifier.features(x)
+    assert probs.shape == (50, 10) and feats.shape == (50, DEFAULT_CONFIG["features"])
+    assert torch.allclose(probs.sum(1), torch.ones(50), atol=1e-6)  # float32 softmax rounding
+    assert torch.equal(classifier.probs(x.reshape(50, 1, 8, 8)), probs)
+    assert torch.equal(classifier.probs(x.numpy()), probs)
+    # Clean digits are confidently classified: the mixture rule flags few (an upper bound, not a tuned value:
+    # a mixed sample needs two classes >= 0.2, i.e. a top probability <= 0.8; accuracy 97% leaves room).
+    assert mode_mixture_ratio(classifier.probs(get_dataset("digits").data("heldout")[0])) <= 0.1
+
+
+def test_classifier_features_separate_data_from_noise(classifier):
+    train, heldout = (classifier.features(get_dataset("digits").data(s)[0]) for s in ("train", "heldout"))
+    noise = classifier.features(torch.rand(450, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1)
+    assert frechet_distance(train, heldout) < frechet_distance(train, noise) / 10
+
+
+def test_classifier_cache_reloads_identically(classifier, cache):
+    again = get_digits_classifier()
+    assert again.training_seconds is None  # loaded, not trained
+    assert again.heldout_accuracy == classifier.heldout_accuracy
+    for a, b in zip(classifier.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)
+    assert classifier_cache_path().parent == cache / "classifiers" and classifier_cache_path().is_file()
+    assert classifier_cache_path(TINY) != classifier_cache_path()
+
+
+def test_training_is_deterministic_and_leaves_global_state_alone():
+    rng_state, threads = torch.get_rng_state(), torch.get_num_threads()
+    first = train_digits_classifier(TINY)
+    second = train_digits_classifier(TINY)
+    assert torch.equal(torch.get_rng_state(), rng_state) and torch.get_num_threads() == threads
+    for a, b in zip(first.state_dict().values(), second.state_dict().values()):
+        assert torch.equal(a, b)
+    other = train_digits_classifier({**TINY, "seed": 1})
+    assert not torch.equal(first.head[1].weight, other.head[1].weight)
+
+
+def test_corrupt_cache_entry_is_retrained(cache):
+    model = get_digits_classifier(config=TINY)
+    classifier_cache_path(TINY).write_bytes(b"not a checkpoint")
+    with pytest.warns(RuntimeWarning, match="unreadable"):
+        again = get_digits_classifier(config=TINY)
+    assert again.training_seconds is not None
+    assert torch.equal(again.head[1].weight, model.head[1].weight)
+    assert get_digits_classifier(config=TINY).training_seconds is None  # the rewritten entry loads
+
+
+def test_classifier_bad_input(classifier):
+    with pytest.raises(ShapeError):
+        classifier.probs(torch.zeros(5, 63))
+    with pytest.raises(ShapeError):
+        classifier.probs(torch.zeros(5, 1, 7, 7))
+    with pytest.raises(ShapeError):
+        classifier.features(torch.zeros(0, 64))
+    with pytest.raises(NonFiniteError):
+        classifier.probs(torch.full((2, 64), float("nan")))
+    with pytest.raises(InputError, match="unknown classifier config"):
+        get_digits_classifier(config={"epoch": 3})
+
+
+# ------------------------------------------------------------------------------------------ Inception
+class FakeInception(nn.Module):
+    """Stands in for torch-fidelity's extractor: checks its input contract, returns a tuple of features."""
+    calls = []
+
+    def __init__(self, name, features_list, feature_extractor_weights_path=None):
+        super().__init__()
+        FakeInception.calls.append((name, features_list, feature_extractor_weights_path))
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        assert x.dtype == torch.uint8 and x.ndim == 4 and x.shape[1] == 3
+        per_channel = x.float().mean((2, 3)) * self.scale
+        return (per_channel.repeat(1, 683)[:, :2048],)
+
+
+class FakeTorchmetricsInception(FakeInception):
+    def forward(self, x):  # torchmetrics' wrapper returns the tensor itself
+        return super().forward(x)[0]
+
+
+@pytest.fixture
+def weights_file(tmp_path):
+    path = tmp_path / "weights.pth"
+    torch.save({"w": torch.zeros(2)}, path)
+    return path
+
+
+def install(monkeypatch, module_name, attribute, value):
+    parts = module_name.split(".")
+    for i in range(1, len(parts) + 1):
+        monkeypatch.setitem(sys.modules, ".".join(parts[:i]), types.ModuleType(".".join(parts[:i])))
+    monkeypatch.setattr(sys.modules[module_name], attribute, value, raising=False)
+
+
+def test_missing_or_corrupt_weights_file(tmp_path):
+    with pytest.raises(CorruptFileError, match="does not exist"):
+        InceptionFeatures(tmp_path / "nope.pth")
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"\x00not a state dict")
+    with pytest.raises(CorruptFileError, match="not a readable state dict"):
+        InceptionFeatures(garbage)
+
+
+def test_without_torch_fidelity_says_what_to_install(monkeypatch, weights_file):
+    monkeypatch.setitem(sys.modules, "torch_fidelity", None)  # importing it raises ImportError
+    monkeypatch.setitem(sys.modules, "torchmetrics", None)
+    with pytest.raises(InputError, match="torch-fidelity"):
+        InceptionFeatures(weights_file)
+
+
+@pytest.mark.parametrize("backend", ["torch_fidelity", "torchmetrics"])
+def test_plumbing_with_a_stand_in_extractor(monkeypatch, weights_file, backend):
+    if backend == "torch_fidelity":
+        install(monkeypatch, "torch_fidelity.feature_extractor_inceptionv3", "FeatureExtractorInceptionV3",
+                FakeInception)
+    else:
+        monkeypatch.setitem(sys.modules, "torch_fidelity", None)
+        install(monkeypatch, "torchmetrics.image.fid", "NoTrainInceptionV3", FakeTorchmetricsInception)
+    FakeInception.calls = []
+    extractor = InceptionFeatures(weights_file, batch_size=3)
+    assert FakeInception.calls == [("inception-v3-compat", ["2048"], str(weights_file))]
+    grey = torch.tensor([-1.0, 0.0, 1.0, 2.0, -0.5, 0.5, 0.25]).reshape(7, 1, 1, 1).expand(7, 1, 4, 4)
+    features = extractor(grey)
+    assert features.shape == (7, 2048) and features.dtype == torch.float32
+    # [-1, 1] -> round((x + 1) * 127.5) clipped to [0, 255], grey repeated to RGB (0 -> 127.5 rounds to 128)
+    assert features[:, 0].tolist() == [0.0, 128.0, 255.0, 255.0, 64.0, 191.0, 159.0]
+    rgb = torch.rand(5, 3, 4, 4, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    assert torch.equal(extractor(rgb)[:, :3], InceptionFeatures.to_uint8_rgb(rgb).float().mean((2, 3)))
+
+
+def test_inception_bad_images(monkeypatch, weights_file):
+    install(monkeypatch, "torch_fidelity.feature_extractor_inceptionv3", "FeatureExtractorInceptionV3",
+            FakeInception)
+    extractor = InceptionFeatures(weights_file)
+    for bad in (torch.zeros(2, 64), torch.zeros(2, 2, 8, 8), torch.zeros(0, 3, 8, 8), np.zeros((2, 3, 8, 8))):
+        with pytest.raises(ShapeError):
+            extractor(bad)
+    with pytest.raises(NonFiniteError):
+        extractor(torch.full((1, 3, 8, 8), float("nan")))
