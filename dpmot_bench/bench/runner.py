@@ -28,10 +28,13 @@ REFERENCE_SEED = 10_000  # fresh true samples for W2 are drawn from seeds REFERE
 def expand(suite: Suite) -> list[Cell]:
     """Every cell of a suite, in the order they run (cheap set-up first, so results appear early)."""
     cells = [Cell.make("floor", d, n=suite.samples_for(d)) for d in suite.datasets]
-    cells += [Cell.make("ot-fit", d, p) for d in suite.datasets for p in DPMOT_PRESETS if p in suite.samplers]
+    # The default preset has one map per dataset; the paper preset one per NFE (its latents sit at level L - K).
+    cells += [Cell.make("ot-fit", d, "dpm-ot") for d in suite.datasets if "dpm-ot" in suite.samplers]
+    cells += [Cell.make("ot-fit", d, "dpm-ot-paper", nfe) for d in suite.datasets for nfe in suite.nfes
+              if "dpm-ot-paper" in suite.samplers]
     cells += [Cell.make("sample", d, s, nfe, seed, n=suite.samples_for(d))
               for d in suite.datasets for s in suite.samplers for nfe in suite.nfes for seed in suite.seeds]
-    cells += [Cell.make("sigma-star", d, "dpm-ot", suite.sweep_nfe, seed, n=suite.samples_for(d), sigma_star=s)
+    cells += [Cell.make("sigma-star", d, "dpm-ot", suite.sweep_nfe, seed, n=suite.samples_for(d), sigma_rel=s)
               for d in suite.sweep_datasets for s in suite.sweep_sigmas for seed in suite.seeds]
     cells += [Cell.make("train-loss", d) for d in suite.train_loss_datasets]
     if "digits" in suite.datasets:
@@ -61,25 +64,27 @@ class Context:
                                                            progress=self.progress)
         return self._denoisers[dataset, model]
 
-    def ot_map(self, dataset: str, preset: str, sigma_star: float | None = None):
-        """The preset's fitted map (fitted once, saved under work/maps, reloaded on resume)."""
+    def ot_map(self, dataset: str, sampler: str, nfe: int = 0, sigma_star: float | None = None):
+        """``(map, fit seconds or None)`` of a DPM-OT sampler: fitted once per run with seed 0, saved under
+        work/maps and reloaded on resume. The paper preset's map depends on the NFE, the default's does not."""
         from ..ot import SemiDiscreteOT
-        from ..samplers import fit_dpmot_map
+        from ..samplers import fit_ot_map
 
-        key = (dataset, preset, sigma_star)
+        paper = sampler == "dpm-ot-paper"
+        key = (dataset, sampler, nfe if paper else 0, sigma_star)
         if key not in self._maps:
-            name = f"{dataset}-{preset}" + ("" if sigma_star is None else f"-sigma{sigma_star:g}")
+            name = "-".join(str(k) for k in key if k not in (None, 0))
             path = self.work / "maps" / f"{name}.npz"
             if path.exists():
                 self._maps[key] = (SemiDiscreteOT.load(path, device=self.device), None)
             else:
                 start = time.perf_counter()
-                fitted = fit_dpmot_map(self.dataset(dataset), preset, seed=0, device=self.device,
-                                       progress=self.progress, **({} if sigma_star is None else
-                                                                  {"sigma_star": sigma_star}))
+                fitted = fit_ot_map(self.dataset(dataset), "paper" if paper else "default", nfe=nfe if paper else None,
+                                    seed=0, device=self.device, progress=self.progress, sigma_star=sigma_star,
+                                    n_latents=self.suite.latents_for(dataset))
                 seconds = time.perf_counter() - start
                 path.parent.mkdir(parents=True, exist_ok=True)
-                fitted.save(path, dataset=dataset, preset=preset)
+                fitted.save(path, **fitted.meta_)
                 self._maps[key] = (fitted, seconds)
         return self._maps[key]
 

@@ -24,7 +24,9 @@ class Suite:
     nfes: tuple[int, ...] = NFE_GRID
     seeds: tuple[int, ...] = (0, 1, 2)
     n_samples: dict = field(default_factory=dict)  # dataset -> samples per cell
-    # DPM-OT's sigma_star trade-off (novelty vs quality): datasets, levels, the tail NFE.
+    n_latents: dict = field(default_factory=dict)  # dataset -> DPM-OT targets (first rows of held-out; all if absent)
+    # DPM-OT's sigma_star trade-off (novelty vs quality): datasets, levels relative to the data range
+    # (max - min over coordinates of the held-out split; the default preset uses 0.25), the tail NFE.
     sweep_datasets: tuple[str, ...] = ()
     sweep_sigmas: tuple[float, ...] = ()
     sweep_nfe: int = 10
@@ -33,6 +35,9 @@ class Suite:
     ot_benchmarks: str | None = None  # "quick" / "full" OT kernel and solver benchmarks
     bound_checks: str | None = None  # "quick" / "full" error-bound checks
     floor_repeats: int = 5
+
+    def latents_for(self, dataset: str) -> int | None:
+        return self.n_latents.get(dataset)
 
     def samples_for(self, dataset: str) -> int:
         return self.n_samples.get(dataset, 1000)
@@ -44,19 +49,19 @@ SUITES = {
         "sigma_star sweep; OT and error-bound checks (quick versions)",
         datasets=("gmm-ring8", "gmm-grid25", "digits"),
         n_samples={"gmm-ring8": 1000, "gmm-grid25": 1000, "digits": 450},
-        sweep_datasets=("gmm-grid25", "digits"), sweep_sigmas=(0.01, 0.03, 0.1, 0.3, 1.0, 3.0),
+        sweep_datasets=("gmm-grid25", "digits"), sweep_sigmas=(0.01, 0.03, 0.1, 0.25, 0.5, 1.0),
         train_loss_datasets=("gmm-ring8",), ot_benchmarks="quick", bound_checks="quick"),
     "full": Suite(
         "full", "all samplers x NFE grid x 5 seeds on every dataset with more samples; full OT and bound checks",
         datasets=("gmm-ring8", "gmm-grid25", "gmm-hd", "digits"), seeds=(0, 1, 2, 3, 4),
         n_samples={"gmm-ring8": 2000, "gmm-grid25": 2000, "gmm-hd": 2000, "digits": 450},
         sweep_datasets=("gmm-ring8", "gmm-grid25", "gmm-hd", "digits"),
-        sweep_sigmas=(0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0),
+        sweep_sigmas=(0.003, 0.01, 0.03, 0.1, 0.25, 0.5, 1.0, 2.0),
         train_loss_datasets=("gmm-ring8", "gmm-grid25", "gmm-hd"), ot_benchmarks="full", bound_checks="full"),
     "tiny": Suite(
         "tiny", "a smoke-test suite: two samplers, two NFEs, two seeds on gmm-ring8",
         datasets=("gmm-ring8",), samplers=("dpm-ot", "euler"), nfes=(2, 5), seeds=(0, 1),
-        n_samples={"gmm-ring8": 200}, sweep_datasets=("gmm-ring8",), sweep_sigmas=(0.05, 0.5), sweep_nfe=5,
+        n_samples={"gmm-ring8": 200}, n_latents={"gmm-ring8": 100}, sweep_datasets=("gmm-ring8",), sweep_sigmas=(0.02, 0.25), sweep_nfe=5,
         figure_nfe=5, floor_repeats=2),
 }
 

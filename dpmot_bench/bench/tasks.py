@@ -15,7 +15,7 @@ def _draw(ctx: Context, cell: Cell, sigma_star: float | None = None):
 
     ot_map = None
     if cell.method in DPMOT_PRESETS:
-        ot_map = ctx.ot_map(cell.dataset, "dpm-ot" if sigma_star is not None else cell.method, sigma_star)[0]
+        ot_map = ctx.ot_map(cell.dataset, cell.method, cell.nfe, sigma_star)[0]
     n = dict(cell.params)["n"]
     result = generate(ctx.dataset(cell.dataset), cell.method, cell.nfe, n, cell.seed,
                       ctx.denoiser(cell.dataset), ot_map=ot_map, device=ctx.device, progress=False)
@@ -68,6 +68,15 @@ def sample_task(ctx: Context, cell: Cell, sigma_star: float | None = None) -> di
     return row
 
 
+def sigma_star_task(ctx: Context, cell: Cell) -> dict:
+    """DPM-OT (default preset) with sigma_star = sigma_rel x the data range."""
+    from ..samplers.dpmot import data_range
+
+    low, high = data_range(ctx.dataset(cell.dataset))
+    sigma_star = dict(cell.params)["sigma_rel"] * (high - low)
+    return {"sigma_star": sigma_star, **sample_task(ctx, cell, sigma_star)}
+
+
 def floor_task(ctx: Context, cell: Cell) -> dict:
     """What a perfect sampler scores: true samples measured like generated ones."""
     from ..metrics import frechet_distance, mode_mixture_ratio, w2_floor
@@ -89,7 +98,7 @@ MASS_CHECK_SAMPLES = 2 ** 22
 def ot_fit_task(ctx: Context, cell: Cell) -> dict:
     """The one-off cost of a DPM-OT preset, and the fitted map's accuracy measured on an independent
     Monte-Carlo sample (with that measurement's own l1 noise floor)."""
-    fitted, seconds = ctx.ot_map(cell.dataset, cell.method)
+    fitted, seconds = ctx.ot_map(cell.dataset, cell.method, cell.nfe)
     errors = fitted.mass_errors(n_samples=MASS_CHECK_SAMPLES, seed=777)
     return {"fit_seconds": seconds if seconds is not None else fitted.fit_seconds_,
             "n_targets": fitted.targets_.shape[0], "dim": fitted.targets_.shape[1], "iterations": fitted.n_iter_,
@@ -130,7 +139,7 @@ def bound_task(ctx: Context, cell: Cell) -> list[dict]:
 TASKS = {"sample": sample_task, "floor": floor_task, "ot-fit": ot_fit_task, "train-loss": train_loss_task,
          "classifier": classifier_task, "ot-kernel": ot_benchmark_task, "ot-solver": ot_benchmark_task,
          "ot-scale": ot_benchmark_task, "bound": bound_task,
-         "sigma-star": lambda ctx, cell: sample_task(ctx, cell, dict(cell.params)["sigma_star"])}
+         "sigma-star": lambda ctx, cell: sigma_star_task(ctx, cell)}
 
 
 def run_cell(ctx: Context, cell: Cell):

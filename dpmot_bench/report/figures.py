@@ -45,6 +45,9 @@ def metric_vs_nfe(frame: pd.DataFrame, metric: str, label: str, path: Path, log_
             value = float(floor.loc[floor["dataset"] == dataset, "floor"].iloc[0])
             ax.axhline(value, color="black", ls="--", lw=1, label="noise floor")
         ax.set(xscale="log", title=dataset, xlabel="NFE", ylabel=label)
+        nfes = sorted(part["nfe"].unique())
+        ax.set_xticks(nfes, [str(v) for v in nfes])
+        ax.minorticks_off()
         if log_y and (part[metric] > 0).all():
             ax.set_yscale("log")
     if axes[0][-1].get_legend() is not None:
