@@ -1,0 +1,164 @@
+"""The benchmark harness and the report: crash safety, resume, statistics, claims, errors."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, strategies as st
+from scipy import stats
+
+from dpmot_bench.bench.runner import expand, run_suite
+from dpmot_bench.bench.stats import mean_ci, summarise
+from dpmot_bench.bench.store import Cell, ResultStore
+from dpmot_bench.bench.suites import SUITES, Suite, get_suite
+from dpmot_bench.errors import CorruptFileError, InputError, UnknownNameError
+from dpmot_bench.report.claims import claims_table
+from dpmot_bench.report.tables import markdown_table, with_ci
+
+# Cheap cells only (exact GMM denoiser, no OT fit): a run takes seconds.
+BASELINE_SUITE = Suite("baselines", "test", datasets=("gmm-ring8",), samplers=("euler", "heun"), nfes=(1, 2, 5),
+                       seeds=(0, 1, 2), n_samples={"gmm-ring8": 150}, floor_repeats=2)
+TIMING = {"wall_seconds", "sample_seconds", "per_sample_ms", "git_commit"}
+
+
+def comparable(rows):
+    return sorted(json.dumps({k: v for k, v in row.items() if k not in TIMING}, sort_keys=True) for row in rows)
+
+
+@given(values=st.lists(st.floats(-1e3, 1e3), min_size=2, max_size=30), level=st.sampled_from([0.9, 0.95, 0.99]))
+def test_mean_ci_is_the_student_t_interval(values, level):
+    mean, half, n = mean_ci(values, level)
+    low, high = stats.t.interval(level, len(values) - 1, loc=np.mean(values), scale=stats.sem(values))
+    assert n == len(values) and mean == pytest.approx(np.mean(values), abs=1e-9)
+    if np.std(values) > 0:
+        assert half == pytest.approx((high - low) / 2, rel=1e-9)
+
+
+def test_summarise_groups_and_ignores_missing_values():
+    frame = pd.DataFrame({"method": ["a", "a", "b", "b"], "w2": [1.0, 3.0, 2.0, np.nan]})
+    out = summarise(frame, ["method"], ["w2", "absent"]).set_index("method")
+    assert out.loc["a", "w2"] == 2.0 and out.loc["b", "w2"] == 2.0 and np.isnan(out.loc["b", "w2_ci"])
+    assert "absent" not in out
+
+
+def test_cell_keys_are_stable_and_distinct():
+    cells = expand(SUITES["quick"])
+    assert len({c.key for c in cells}) == len(cells)
+    assert Cell.make("sample", "d", "m", 5, 0, n=3).key == Cell.make("sample", "d", "m", 5, 0, n=3).key
+    quick = SUITES["quick"]
+    samples = [c for c in cells if c.task == "sample"]
+    assert len(samples) == len(quick.datasets) * len(quick.samplers) * len(quick.nfes) * len(quick.seeds)
+    assert set(quick.nfes) == {1, 2, 5, 10, 20, 50} and len(quick.seeds) >= 3
+
+
+def test_store_round_trip_and_corrupt_file(tmp_path):
+    store = ResultStore(tmp_path)
+    cell = Cell.make("sample", "gmm-ring8", "euler", 2, 0, n=10)
+    store.write(cell, {"w2": 0.5})
+    assert store.done(cell) and store.rows()[0]["w2"] == 0.5
+    assert ResultStore(tmp_path, resume=True).done(cell)
+    assert not ResultStore(tmp_path, resume=False).done(cell)  # a fresh run starts clean
+    store = ResultStore(tmp_path, resume=True)
+    (store.cells / "broken.json").write_text("{not json")
+    with pytest.raises(CorruptFileError, match="--resume"):
+        store.rows()
+
+
+def test_resume_after_kill_loses_and_duplicates_nothing(tmp_path):
+    """SIGKILL a run mid-way, resume it, and compare with an uninterrupted run."""
+    env = {**os.environ, "DPMOT_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    script = textwrap.dedent(f"""
+        import sys, time
+        from tests.test_bench import BASELINE_SUITE
+        from dpmot_bench.bench import tasks
+        from dpmot_bench.bench.runner import run_suite
+        slow = tasks.TASKS["sample"]
+        def sample_slowly(ctx, cell):
+            time.sleep(0.3)  # leave time to be killed between and inside cells
+            return slow(ctx, cell)
+        tasks.TASKS["sample"] = sample_slowly
+        run_suite(BASELINE_SUITE, sys.argv[1], progress=False)
+    """)
+    interrupted = tmp_path / "interrupted"
+    process = subprocess.Popen([sys.executable, "-c", script, str(interrupted)], env=env,
+                               cwd=os.path.dirname(os.path.dirname(__file__)))
+    cells_dir = interrupted / "work" / "cells"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not cells_dir.exists() or len(list(cells_dir.glob("*.json"))) < 4):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished = len(list(cells_dir.glob("*.json")))
+    total = len(expand(BASELINE_SUITE))
+    assert 4 <= finished < total, "the run must be killed mid-way for this test to mean anything"
+    resumed = run_suite(BASELINE_SUITE, interrupted, resume=True, progress=False)
+    uninterrupted = run_suite(BASELINE_SUITE, tmp_path / "clean", progress=False)
+    assert len({r["cell"] for r in resumed}) == total == len(resumed)
+    assert comparable(resumed) == comparable(uninterrupted)
+
+
+def test_tiny_report_builds(tmp_path, monkeypatch):
+    from dpmot_bench.report.build import build_report
+
+    monkeypatch.setenv("DPMOT_CACHE", str(tmp_path / "cache"))
+    suite = replace(BASELINE_SUITE, samplers=("dpm-ot", "euler"), nfes=(2, 5), seeds=(0, 1),
+                    n_latents={"gmm-ring8": 60}, sweep_datasets=("gmm-ring8",), sweep_sigmas=(0.25,), sweep_nfe=5,
+                    figure_nfe=5)
+    index = build_report(suite, tmp_path / "report", device="cpu", progress=False)
+    text = index.read_text()
+    for heading in ("## Setup", "## Paper claims", "## Quality against NFE", "## Mode mixture",
+                    "## Memorisation and novelty", "## The sigma_star trade-off", "## Costs"):
+        assert heading in text
+    for link in [line.split("](")[1].rstrip(")") for line in text.splitlines() if line.startswith("![")]:
+        assert (index.parent / link).stat().st_size > 1000
+    frame = pd.read_csv(index.parent / "results.csv")
+    assert set(frame.task) >= {"floor", "ot-fit", "sample", "sigma-star"}
+    assert (frame[frame.task == "sample"].nfe_spent == frame[frame.task == "sample"].nfe).all()
+    assert json.loads((index.parent / "results.json").read_text())["provenance"]["torch"]
+
+
+def test_claims_verdicts_follow_the_numbers():
+    def rows(method, nfe, mix, q):
+        return {"dataset": "gmm-ring8", "method": method, "nfe": nfe, "between_modes": mix, "between_modes_ci": 0.01,
+                "w2": q, "w2_ci": 0.01, "copy_rate_targets": 0.0, "copy_rate_targets_ci": 0.0,
+                "baseline_copy_rate": 0.01, "baseline_copy_rate_ci": 0.0}
+    summary = pd.DataFrame([rows("dpm-ot", 10, 0.01, 0.2), rows("euler", 10, 0.3, 0.5), rows("euler", 50, 0.1, 0.21)])
+    fits = pd.DataFrame([{"dataset": "gmm-ring8", "method": "dpm-ot", "n_targets": 10, "iterations": 5,
+                          "fit_seconds": 1.0, "l1_mass_error": 0.5, "l1_noise_floor": 0.001, "max_rel_mass_error": 0.9}])
+    table = claims_table(summary, {"gmm-ring8": 0.2}, {"gmm-ring8": True}, fits, None).set_index("claim")
+    verdicts = table["verdict"].to_dict()
+    assert verdicts["High-quality samples in about 10 NFE"] == "supported"
+    assert verdicts["Less mode mixture than fast samplers at equal NFE"] == "supported"
+    assert verdicts["The semi-discrete OT solver converges"] == "not supported"
+    assert verdicts["An error bound guarantees stability"] == "not measurable here"
+    worse = summary.assign(between_modes=[0.5, 0.3, 0.1])
+    table = claims_table(worse, {}, {"gmm-ring8": True}, fits, None).set_index("claim")
+    assert table.loc["Less mode mixture than fast samplers at equal NFE", "verdict"] == "not supported"
+
+
+def test_markdown_table_formats_ci():
+    frame = pd.DataFrame({"method": ["a"], "w2": [0.123456], "w2_ci": [0.01]})
+    text = markdown_table(with_ci(frame, ["w2"]))
+    assert "| a | 0.123 ± 0.01 |" in text
+
+
+def test_bad_suite_and_output_errors(tmp_path):
+    with pytest.raises(UnknownNameError, match="quick"):
+        get_suite("nosuch")
+    blocked = tmp_path / "file"
+    blocked.write_text("x")
+    with pytest.raises(InputError, match="output directory"):
+        ResultStore(blocked / "sub")
+    for args in (["report", "--suite", "nosuch"], ["bench", "--suite", "nosuch"],
+                 ["report", "--suite", "tiny", "--out", str(blocked / "sub")]):
+        result = subprocess.run([sys.executable, "-m", "dpmot_bench", *args], capture_output=True, text=True,
+                                timeout=120)
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (blocked.parent / "sub").exists()
