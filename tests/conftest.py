@@ -3,9 +3,9 @@ import os
 import torch
 from hypothesis import HealthCheck, settings
 
-# Two pytest-xdist workers share 2 cores: one torch thread each avoids oversubscription.
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    torch.set_num_threads(1)
+# One torch thread: the tests' tensors are tiny, where thread synchronisation costs far more than it saves
+# (~1000x on a loaded 2-core machine), and two pytest-xdist workers already use both cores.
+torch.set_num_threads(1)
 
 settings.register_profile("default", deadline=None, max_examples=40,
                           suppress_health_check=[HealthCheck.too_slow])
