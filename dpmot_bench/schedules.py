@@ -150,17 +150,20 @@ class VPDiscrete:
         return float(self.log_sigmas[-1].exp())
 
     def sigma(self, t) -> torch.Tensor:
-        t = _as_tensor(t).clamp(0, len(self.log_sigmas) - 1)
-        low = t.floor().long().clamp(max=len(self.log_sigmas) - 2)
+        t = _as_tensor(t)
+        table = self.log_sigmas.to(t.device)  # the query's device (CUDA when the model runs there)
+        t = t.clamp(0, len(table) - 1)
+        low = t.floor().long().clamp(max=len(table) - 2)
         frac = t - low
-        log_sigma = (1 - frac) * self.log_sigmas[low] + frac * self.log_sigmas[low + 1]
+        log_sigma = (1 - frac) * table[low] + frac * table[low + 1]
         return log_sigma.exp()
 
     def t(self, sigma) -> torch.Tensor:
         log_sigma = torch.log(_as_tensor(sigma))
-        idx = torch.searchsorted(self.log_sigmas, log_sigma.clamp(self.log_sigmas[0], self.log_sigmas[-1]))
-        idx = idx.clamp(1, len(self.log_sigmas) - 1)
-        lo, hi = self.log_sigmas[idx - 1], self.log_sigmas[idx]
+        table = self.log_sigmas.to(log_sigma.device)
+        idx = torch.searchsorted(table, log_sigma.clamp(table[0], table[-1]).contiguous())
+        idx = idx.clamp(1, len(table) - 1)
+        lo, hi = table[idx - 1], table[idx]
         frac = ((log_sigma - lo) / (hi - lo)).clamp(0, 1)
         return idx - 1 + frac
 
