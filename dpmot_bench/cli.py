@@ -61,12 +61,167 @@ def cmd_datasets(args) -> int:
 
 
 # [cmd fit-ot]
+def cmd_fit_ot(args) -> int:
+    from pathlib import Path
+
+    from .data import get_dataset
+    from .io import ensure_writable_dir
+    from .ot import SOLVERS
+    from .ot.latents import default_source, fit_dataset_map
+    from .ot.sources import GaussianSource, UniformSource
+
+    if not str(args.out).endswith(".npz"):
+        raise InputError(f"--out must name a .npz file, got {args.out!r}")
+    ensure_writable_dir(Path(args.out).parent)
+    if args.solver not in SOLVERS:
+        raise InputError(f"unknown solver {args.solver!r}; choose one of: {', '.join(SOLVERS)}")
+    for flag in ("n_targets", "max_iter", "eval_samples"):
+        if getattr(args, flag) is not None and getattr(args, flag) < (2 if flag == "n_targets" else 1):
+            raise InputError(f"--{flag.replace('_', '-')} must be >= {2 if flag == 'n_targets' else 1}")
+    dataset = get_dataset(args.dataset)
+    source = default_source(args.source, dataset, args.split)
+    if args.source == "gaussian" and (args.source_mean is not None or args.source_std is not None):
+        source = GaussianSource(dataset.dim, args.source_mean or 0.0, 1.0 if args.source_std is None else args.source_std)
+    if args.source == "uniform" and (args.source_low is not None or args.source_high is not None):
+        source = UniformSource(dataset.dim, source.low if args.source_low is None else args.source_low,
+                               source.high if args.source_high is None else args.source_high)
+    ot, summary = fit_dataset_map(dataset, args.sigma, source, args.solver, args.split, args.n_targets, args.seed,
+                                  args.eval_samples, max_iter=args.max_iter, device=args.device,
+                                  progress=not args.quiet, checkpoint=args.checkpoint)
+    ot.save(args.out, dataset=dataset.name, sigma_star=args.sigma, split=args.split)
+    print(json.dumps({**summary, "out": str(args.out)}, indent=2))
+    return 0
+
 
 # [cmd sample]
+def _sampler_options(items: list[str]) -> dict:
+    """``--option KEY=VALUE`` pairs; VALUE is read as JSON (numbers, true/false) and else kept as text."""
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise InputError(f"--option needs KEY=VALUE (e.g. --option mode=smooth), got {item!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
+def cmd_sample(args) -> int:
+    from pathlib import Path
+
+    import numpy as np
+
+    from .data import get_dataset
+    from .errors import unknown_name
+    from .io import ensure_writable_dir, save_npz
+    from .models import default_model, get_denoiser
+    from .provenance import provenance
+    from .samplers import SAMPLER_NAMES, generate
+    from .samplers.generate import DPMOT_SAMPLERS
+
+    dataset = get_dataset(args.dataset)
+    if args.sampler not in SAMPLER_NAMES:
+        raise unknown_name("sampler", args.sampler, SAMPLER_NAMES)
+    if args.ot is not None and args.sampler not in DPMOT_SAMPLERS:
+        raise InputError(f"--ot applies to {' and '.join(DPMOT_SAMPLERS)} only, not {args.sampler}")
+    if not str(args.out).endswith(".npz"):
+        raise InputError(f"--out must name a .npz file, got {args.out!r}")
+    ensure_writable_dir(Path(args.out).parent)
+    options = _sampler_options(args.option)
+    ot_map = None
+    if args.ot is not None:
+        from .ot import SemiDiscreteOT
+
+        ot_map = SemiDiscreteOT.load(args.ot, device=args.device)
+    model = args.model or default_model(dataset)
+    denoiser = get_denoiser(dataset.name, model, device=args.device, progress=not args.quiet)
+    result = generate(dataset, args.sampler, args.nfe, args.n, args.seed, denoiser, ot_map=ot_map,
+                      device=args.device, batch_size=args.batch_size, progress=not args.quiet, **options)
+    summary = {"out": str(args.out), "dataset": dataset.name, "sampler": args.sampler, "nfe": args.nfe,
+               "nfe_spent": result.nfe_spent, "n": args.n, "model": model, "ot": args.ot,
+               "options": options, "seconds": result.seconds, "fit_seconds": result.fit_seconds}
+    arrays = {"x": result.x.numpy()}
+    if result.index is not None:
+        arrays["index"] = result.index.numpy()
+    meta = {**summary, "provenance": provenance(args.seed, args.device, torch.float32)}
+    save_npz(args.out, **arrays, meta=np.array(json.dumps(meta, default=str)))
+    print(json.dumps(summary, default=str))
+    return 0
+
 
 # [cmd train]
+def cmd_train(args) -> int:
+    import time
+    from dataclasses import asdict, replace
+    from pathlib import Path
+
+    from .data import get_dataset
+    from .io import ensure_writable_dir
+    from .models.registry import DEFAULT_SEED, cached_model_path, partial_path, train_cached
+    from .models.training import TrainConfig, default_config, load_checkpoint, train_denoiser
+
+    dataset = get_dataset(args.dataset)
+    if args.steps is not None and args.steps < 1:
+        raise InputError(f"--steps must be >= 1, got {args.steps}")
+    if args.checkpoint_every < 1:
+        raise InputError(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
+    out = None if args.out is None else Path(args.out)
+    if out is not None and out.suffix != ".pt":
+        raise InputError(f"--out must name a .pt file, got {args.out!r}")
+    if out is not None:
+        ensure_writable_dir(out.parent)
+    if args.resume and out is not None and out.is_file() and args.steps is None:
+        config = TrainConfig(**load_checkpoint(out)["config"])  # continue the stored run as it was set up
+    else:
+        config = replace(default_config(dataset), **({} if args.steps is None else {"steps": args.steps}))
+    checkpoint = out if out is not None else partial_path(cached_model_path(dataset, config, args.seed))
+    if args.resume and not checkpoint.is_file():
+        raise InputError(f"--resume: no unfinished run to continue at {str(checkpoint)!r} (for these --steps "
+                         "and --seed); drop --resume to start a new run")
+    begin = time.perf_counter()
+    common = dict(device=args.device, progress=not args.quiet, resume=args.resume,
+                  checkpoint_every=args.checkpoint_every)
+    if out is None:
+        path, history = train_cached(dataset, config, args.seed, **common)
+    else:
+        path, history = out, train_denoiser(dataset, config, seed=args.seed, checkpoint=out, **common)[1]
+    tail = history["loss"][-100:]
+    print(json.dumps({"dataset": dataset.name, "path": str(path), "steps": config.steps, "seed": args.seed,
+                      "final_loss": sum(tail) / len(tail), "seconds": round(time.perf_counter() - begin, 3),
+                      "model_trained": out is None and config == default_config(dataset)
+                      and args.seed == DEFAULT_SEED, "config": asdict(config)}))
+    return 0
+
 
 # [cmd check-bound]
+def cmd_check_bound(args) -> int:
+    import pandas as pd
+
+    from .errors import unknown_name
+    from .io import ensure_writable_dir, write_json, write_text
+    from .provenance import provenance
+    from .theory import SUITES, fit_rates, plot_bound, run_bound_checks, summarise_rows, theory_datasets
+    from .theory.summary import finite_json, format_report
+
+    if args.dataset is not None and args.dataset not in theory_datasets():
+        raise unknown_name("dataset", args.dataset, theory_datasets())
+    if args.seeds is not None and args.seeds < 1:
+        raise InputError(f"--seeds must be >= 1, got {args.seeds}")
+    out = ensure_writable_dir(args.out) if args.out is not None else None
+    seeds = [args.seed + i for i in range(args.seeds or len(SUITES[args.suite]["seeds"]))]
+    rows = run_bound_checks(args.suite, device=args.device, progress=not args.quiet,
+                            datasets=None if args.dataset is None else [args.dataset], seeds=seeds)
+    result = {"configurations": summarise_rows(rows), "rates": fit_rates(rows),
+              "provenance": provenance(args.seed, args.device, torch.float64, suite=args.suite, seeds=seeds)}
+    if out is not None:
+        write_text(out / "bound_rows.csv", pd.DataFrame(rows).to_csv(index=False))
+        result["figures"] = [str(path) for path in plot_bound(rows, out)]
+        write_json(out / "bound_checks.json", finite_json(result))
+    print(json.dumps(finite_json(result), indent=2) if args.json else format_report(result))
+    return 0
+
 
 # [cmd bench report]
 def _suite_and_out(args):
@@ -113,12 +268,79 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_datasets)
 
     # [parser fit-ot]
+    from .ot import DEFAULT_SOLVER, SOLVERS
+
+    p = _common(sub.add_parser("fit-ot", help="fit the semi-discrete OT map from a noise source to a dataset's "
+                               "latents y = x + sigma * eps; writes the OT .npz and prints a JSON summary"))
+    p.add_argument("--dataset", required=True, help="dataset name (see `dpmot datasets`)")
+    p.add_argument("--sigma", type=float, required=True, help="latent noise level sigma_star (>= 0)")
+    p.add_argument("--source", default="gaussian", choices=["gaussian", "uniform"],
+                   help="source measure: N(0, 1) per coordinate (default) or the cube spanning the data range")
+    p.add_argument("--source-mean", type=float, help="gaussian source mean (default 0)")
+    p.add_argument("--source-std", type=float, help="gaussian source std (default 1)")
+    p.add_argument("--source-low", type=float, help="uniform source lower bound (default: data minimum)")
+    p.add_argument("--source-high", type=float, help="uniform source upper bound (default: data maximum)")
+    p.add_argument("--solver", default=DEFAULT_SOLVER, help=f"one of {', '.join(SOLVERS)} (default "
+                   f"{DEFAULT_SOLVER}; adam-mc is the reference code's solver)")
+    p.add_argument("--split", default="heldout", choices=["heldout", "train"], help="data split of the latents")
+    p.add_argument("--n-targets", type=int, help="use the first N rows of the split (default: all / 2000)")
+    p.add_argument("--max-iter", type=int, help="iteration cap (default: the solver's)")
+    p.add_argument("--eval-samples", type=int, default=2**20,
+                   help="independent source points measuring the reported mass errors (default 2^20)")
+    p.add_argument("--checkpoint", help="checkpoint file: written during the fit, resumed from when it exists")
+    p.add_argument("--out", required=True, help="output .npz (targets, weights, h, meta)")
+    p.set_defaults(run=cmd_fit_ot)
 
     # [parser sample]
+    from .samplers.generate import SAMPLER_NAMES
+
+    text = "draw N samples with a sampler at a given NFE; writes x (and index for DPM-OT) to a .npz"
+    samplers = "\n".join(f"  {name:<19} {description}" for name, description in SAMPLER_NAMES.items())
+    p = _common(sub.add_parser("sample", help=text, description=text,
+                               formatter_class=argparse.RawDescriptionHelpFormatter,
+                               epilog=f"samplers:\n{samplers}\n\nRow i of x depends only on --seed and i."))
+    p.add_argument("--dataset", required=True, help="a dataset name (see dpmot datasets)")
+    p.add_argument("--sampler", required=True, help="a sampler name (listed below)")
+    p.add_argument("--nfe", type=int, required=True, help="denoiser calls per sample (DPM-OT: the tail's)")
+    p.add_argument("--n", type=int, required=True, help="number of samples")
+    p.add_argument("--out", required=True, help="output .npz (arrays x, index for DPM-OT, meta as JSON)")
+    p.add_argument("--ot", help="a fitted OT map (.npz, dpmot fit-ot) for dpm-ot / dpm-ot-paper; default: "
+                                "fit the preset's map now")
+    p.add_argument("--model", help="exact, trained or a checkpoint FILE (default: exact for GMMs, trained "
+                                   "for digits)")
+    p.add_argument("--batch-size", type=int, default=2048, help="rows per batch (default 2048); results do "
+                                                                "not depend on it")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a sampler option, repeatable (e.g. grid=vp, eta=0.5, mode=smooth, tau=0.05, "
+                        "tail=heun, reference_levels=true)")
+    p.set_defaults(run=cmd_sample)
 
     # [parser train]
+    text = ("train the dataset's denoiser network (EDM preconditioning and loss) on its train split, with "
+            "atomic checkpoints; prints a JSON summary")
+    p = _common(sub.add_parser("train", help=text, description=text, epilog=(
+        "Without --out the model goes into the cache ($DPMOT_CACHE/models, default ~/.cache/dpmot-bench); "
+        "with the default --steps and --seed 0 it is the one `--model trained` uses. The same seed gives "
+        "the same weights, and a resumed run ends exactly where an uninterrupted one would.")))
+    p.add_argument("--dataset", required=True, help="a dataset name (see dpmot datasets)")
+    p.add_argument("--steps", type=int, help="optimiser steps (default: the dataset's tuned config)")
+    p.add_argument("--out", help="write the checkpoint to this .pt file instead of the cache")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
+    p.add_argument("--checkpoint-every", type=int, default=500, metavar="K",
+                   help="write a checkpoint every K steps (default 500) and at the end")
+    p.set_defaults(run=cmd_train)
 
     # [parser check-bound]
+    text = ("check the error bounds of theory/bound.md numerically: per configuration the left side, every "
+            "right-side term, the right side and whether the bound holds; fitted rates against predictions")
+    p = _common(sub.add_parser("check-bound", help=text, description=text))
+    p.add_argument("--dataset", help="gaussian, gmm-ring8, gmm-grid25 or gmm-hd (default: the suite's)")
+    p.add_argument("--suite", default="quick", choices=["quick", "full", "tiny"],
+                   help="quick (default, about a minute on 2 cores), full (an hour or more), tiny (seconds)")
+    p.add_argument("--seeds", type=int, help="number of seeds --seed, --seed + 1, ... (default: the suite's 3 / 5)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--out", help="also write bound_rows.csv, bound_checks.json and the figures here")
+    p.set_defaults(run=cmd_check_bound)
 
     # [parser bench report]
     for name, run, text in (("bench", cmd_bench, "run a benchmark suite (resumable) into OUT/work"),

@@ -1,0 +1,50 @@
+"""Data-parallel Monte Carlo with ``torch.distributed``.
+
+Source samples are split into fixed blocks (``sampling.BLOCK_ROWS`` rows, each seeded by its own index);
+rank r of W processes draws the blocks ``r, r + W, r + 2W, ...`` and the per-cell counts are summed with
+``all_reduce``. Counts are integers, so the sum is exact and every world size gives the same h as one
+process drawing all the blocks. Launch with ``torchrun --nproc_per_node K ...``: gloo on CPU, NCCL on CUDA
+(one GPU per process, ``cuda:LOCAL_RANK``).
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def rank_and_world() -> tuple[int, int]:
+    """(rank, world size) of this process; (0, 1) without an initialised process group."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def launched_by_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+
+
+def init_from_env(device: str | torch.device = "cpu") -> torch.device:
+    """Join the process group described by torchrun's environment (no-op when not launched by torchrun
+    or already initialised) and return this rank's device (``cuda:LOCAL_RANK`` for CUDA)."""
+    device = torch.device(device)
+    if not launched_by_torchrun():
+        return device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum ``tensor`` over all ranks in place (identity in a single process)."""
+    if rank_and_world()[1] > 1:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def is_main_process() -> bool:
+    return rank_and_world()[0] == 0

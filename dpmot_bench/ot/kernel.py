@@ -1,0 +1,112 @@
+"""The assignment kernel: scores ``s_ij = <x_i, y_j> + h_j`` of M source points against N targets.
+
+Everything semi-discrete OT needs is a reduction of one row of scores: the power cell ``argmax_j s_ij``
+(hard map, cell counts), the maximum (the Brenier potential ``u_h(x) = max_j s_ij``), and the softmax with
+temperature tau (smoothed map, entropic potential and masses, their derivatives). The score matrix is never
+materialised: rows are processed in chunks written by ``torch.addmm`` into one preallocated buffer, so the
+extra memory is ``chunk x N`` whatever M is, and a chunk that fits in cache is reduced while it is still
+there (that, not the multiply, is what bounds the naive one-liner ``(x @ Y.T + h).argmax(1)`` at small d).
+torch has no fused GEMM + argmax on CPU; BLAS into a reused buffer is the best it offers.
+
+Ties go to the lowest index (``torch.argmax`` returns the first maximal value, on CPU and CUDA). The
+kernel runs in the dtype and on the device of ``targets`` (float32 by default everywhere in ``ot``).
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import torch
+
+CHUNK_BYTES = 16 * 2**20  # score buffer size: measured best on CPU (benchmarks/ot_kernel.py), in L3 cache
+MIN_CHUNK_ROWS, MAX_CHUNK_ROWS = 64, 8192
+
+
+def chunk_rows(n_targets: int, element_size: int = 4, chunk_bytes: int = CHUNK_BYTES) -> int:
+    """Rows per chunk so that the ``rows x n_targets`` score buffer takes about ``chunk_bytes``."""
+    return max(MIN_CHUNK_ROWS, min(MAX_CHUNK_ROWS, chunk_bytes // max(1, n_targets * element_size)))
+
+
+def score_chunks(x: torch.Tensor, targets: torch.Tensor, h: torch.Tensor, rows: int | None = None,
+                 buffer: torch.Tensor | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+    """Yield ``(start, s)`` with ``s = x[start:start + len(s)] @ targets.T + h``.
+
+    ``s`` is a view of one reused buffer (``buffer``, at least ``rows x N``, when given, e.g. by a caller
+    that loops over many x): consume it before asking for the next chunk.
+    """
+    x = x.to(device=targets.device, dtype=targets.dtype)
+    h = h.to(device=targets.device, dtype=targets.dtype)
+    rows = rows or chunk_rows(targets.shape[0], targets.element_size())
+    if buffer is None:
+        buffer = torch.empty(min(rows, x.shape[0]), targets.shape[0], dtype=targets.dtype, device=targets.device)
+    for start in range(0, x.shape[0], rows):
+        chunk = x[start:start + rows]
+        scores = buffer[:chunk.shape[0]]
+        torch.addmm(h, chunk, targets.T, out=scores)
+        yield start, scores
+
+
+def assign(x: torch.Tensor, targets: torch.Tensor, h: torch.Tensor, rows: int | None = None) -> torch.Tensor:
+    """``argmax_j <x_i, y_j> + h_j`` for every row of x (int64, lowest index on ties)."""
+    index = torch.empty(x.shape[0], dtype=torch.int64, device=targets.device)
+    for start, scores in score_chunks(x, targets, h, rows):
+        torch.argmax(scores, dim=1, out=index[start:start + scores.shape[0]])
+    return index
+
+
+def cell_counts(x: torch.Tensor, targets: torch.Tensor, h: torch.Tensor, rows: int | None = None) -> torch.Tensor:
+    """How many rows of x fall in each power cell: ``bincount(assign(x))`` (int64, length N)."""
+    counts = torch.zeros(targets.shape[0], dtype=torch.int64, device=targets.device)
+    for _, scores in score_chunks(x, targets, h, rows):
+        counts += torch.bincount(scores.argmax(dim=1), minlength=targets.shape[0])
+    return counts
+
+
+def potential(x: torch.Tensor, targets: torch.Tensor, h: torch.Tensor, tau: float = 0.0,
+              rows: int | None = None) -> torch.Tensor:
+    """The Brenier potential ``u_h(x) = max_j s_j`` (tau = 0) or its entropic smoothing
+    ``u_tau(x) = tau log sum_j exp(s_j / tau) - tau log N``, with ``u_h - tau log N <= u_tau <= u_h``."""
+    values = torch.empty(x.shape[0], dtype=targets.dtype, device=targets.device)
+    for start, scores in score_chunks(x, targets, h, rows):
+        out = values[start:start + scores.shape[0]]
+        if tau > 0:
+            torch.logsumexp(scores.div_(tau), dim=1, out=out)
+            out.mul_(tau).sub_(tau * math.log(targets.shape[0]))
+        else:
+            torch.amax(scores, dim=1, out=out)
+    return values
+
+
+def softmax_(scores: torch.Tensor, tau: float, sums: torch.Tensor | None = None) -> torch.Tensor:
+    """Row softmax of ``scores / tau`` in place (the buffer is reused: no allocation of chunk x N). With
+    ``sums`` (rows, 1), the normalisers ``sum_j exp((s_j - max s) / tau)`` are written there, so that
+    ``tau log sum_j exp(s_j / tau) = max s + tau log sums``."""
+    scores.sub_(scores.amax(dim=1, keepdim=True)).div_(tau).exp_()
+    total = torch.sum(scores, dim=1, keepdim=True, out=sums)
+    return scores.div_(total)
+
+
+def smooth_transport(x: torch.Tensor, targets: torch.Tensor, h: torch.Tensor, tau: float,
+                     rows: int | None = None) -> torch.Tensor:
+    """The smoothed map ``grad u_tau(x) = sum_j softmax_j(s / tau) y_j`` (tends to the hard map as tau -> 0)."""
+    out = torch.empty(x.shape[0], targets.shape[1], dtype=targets.dtype, device=targets.device)
+    for start, scores in score_chunks(x, targets, h, rows):
+        torch.mm(softmax_(scores, tau), targets, out=out[start:start + scores.shape[0]])
+    return out
+
+
+def soft_masses(x: torch.Tensor, targets: torch.Tensor, h: torch.Tensor, tau: float,
+                rows: int | None = None) -> torch.Tensor:
+    """``sum_i softmax(s_i / tau)`` (float64, length N): M times the gradient in h of the mean entropic
+    potential; minus the target weights it is the gradient of the entropic semi-dual."""
+    total = torch.zeros(targets.shape[0], dtype=torch.float64, device=targets.device)
+    for _, scores in score_chunks(x, targets, h, rows):
+        total += softmax_(scores, tau).sum(dim=0, dtype=torch.float64)
+    return total
+
+
+def topk_softmax(scores: torch.Tensor, tau: float, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k largest softmax(s / tau) entries of each row and their columns: the sparse part of the
+    softmax that matters when the neglected terms ``exp(-(s_max - s_k) / tau)`` are negligible."""
+    values, index = scores.topk(min(k, scores.shape[1]), dim=1)
+    return torch.softmax((values - values[:, :1]) / tau, dim=1), index
