@@ -38,8 +38,8 @@ def _clear_rows(x, y, h):
     return top.values[:, 0] - top.values[:, 1] > 2 * bound, top.indices[:, 0]
 
 
-@given(seed=st.integers(0, 10**6), m=st.integers(1, 300), n=st.integers(1, 60), d=st.integers(1, 40),
-       rows=st.integers(1, 80))
+@given(seed=st.integers(0, 10**6), m=st.integers(1, 300), n=st.one_of(st.integers(1, 60), st.integers(200, 700)),
+       d=st.integers(1, 40), rows=st.integers(1, 80))
 def test_assign_is_the_argmax_of_the_scores_in_any_chunking(seed, m, n, d, rows):
     x, y, h = _problem(seed, m, n, d, torch.float32)
     clear, expected = _clear_rows(x, y, h)
@@ -47,6 +47,25 @@ def test_assign_is_the_argmax_of_the_scores_in_any_chunking(seed, m, n, d, rows)
     assert index.dtype == torch.int64 and index.shape == (m,)
     assert torch.equal(index[clear], expected[clear])
     assert torch.equal(kernel.cell_counts(x, y, h, rows=rows), torch.bincount(index, minlength=n))
+
+
+@given(seed=st.integers(0, 10**6), rows=st.integers(1, 50), blocks=st.integers(2, 6), levels=st.integers(1, 4))
+def test_blocked_argmax_equals_torch_argmax_with_ties(seed, rows, blocks, levels):
+    # Few distinct values: many ties, inside blocks and across them.
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randint(0, levels, (rows, blocks * kernel.ARGMAX_BLOCK), generator=g).float()
+    assert torch.equal(kernel.argmax_rows(scores), scores.argmax(dim=1))
+    out = torch.empty(rows, dtype=torch.int64)
+    assert kernel.argmax_rows(scores, out=out) is out and torch.equal(out, scores.argmax(dim=1))
+
+
+def test_padding_never_wins_and_keeps_the_ties():
+    y, h = torch.randn(300, 2), torch.zeros(300)
+    y_pad, h_pad = kernel.padded(y, h)
+    assert y_pad.shape[0] % kernel.ARGMAX_BLOCK == 0 and torch.equal(y_pad[:300], y)
+    assert torch.isneginf(h_pad[300:]).all()
+    # At x = 0 all 300 real targets tie: the lowest index wins, never a padding column.
+    assert torch.equal(kernel.assign(torch.zeros(5, 2), y, h), torch.zeros(5, dtype=torch.int64))
 
 
 def test_ties_go_to_the_lowest_index_in_every_chunking():

@@ -18,8 +18,9 @@ from typing import Iterator
 
 import torch
 
-CHUNK_BYTES = 16 * 2**20  # score buffer size: measured best on CPU (benchmarks/ot_kernel.py), in L3 cache
+CHUNK_BYTES = 4 * 2**20  # score buffer size: measured best on CPU (benchmarks/ot_kernel.py), within L3 cache
 MIN_CHUNK_ROWS, MAX_CHUNK_ROWS = 64, 8192
+ARGMAX_BLOCK = 128
 
 
 def chunk_rows(n_targets: int, element_size: int = 4, chunk_bytes: int = CHUNK_BYTES) -> int:
@@ -46,19 +47,48 @@ def score_chunks(x: torch.Tensor, targets: torch.Tensor, h: torch.Tensor, rows: 
         yield start, scores
 
 
+def padded(targets: torch.Tensor, h: torch.Tensor, block: int = ARGMAX_BLOCK) -> tuple[torch.Tensor, torch.Tensor]:
+    """``targets`` and ``h`` padded to a multiple of ``block`` rows with zero targets of weight -inf: their
+    scores are -inf, so they never win an argmax (h is finite) and :func:`argmax_rows` can use blocks."""
+    extra = -targets.shape[0] % block
+    if extra == 0 or targets.device.type != "cpu":
+        return targets, h
+    return (torch.cat([targets, targets.new_zeros(extra, targets.shape[1])]),
+            torch.cat([h.to(targets.dtype), h.new_full((extra,), -math.inf, dtype=targets.dtype)]))
+
+
+def argmax_rows(scores: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``scores.argmax(dim=1)``, the lowest index on ties, for a contiguous (rows, N) matrix.
+
+    Written by hand because torch's CPU argmax is not vectorised along a row: it costs about ten times an
+    ``amax`` and, at small d, several times the GEMM that produced the scores. When N is a multiple of
+    ``ARGMAX_BLOCK`` the row is cut into blocks: the (vectorised) block maxima, the first block holding the
+    row maximum, then the first maximum inside that block; the first block, then the first position in
+    it, is the lowest index among ties. Elsewhere (CUDA, other N) it is ``torch.argmax``.
+    """
+    rows, n = scores.shape
+    if scores.device.type != "cpu" or n % ARGMAX_BLOCK or n < 2 * ARGMAX_BLOCK or not scores.is_contiguous():
+        return torch.argmax(scores, dim=1, out=out)
+    blocks = scores.view(rows, n // ARGMAX_BLOCK, ARGMAX_BLOCK)
+    first = blocks.amax(dim=2).argmax(dim=1)
+    within = blocks[torch.arange(rows, device=scores.device), first].argmax(dim=1)
+    index = first.mul_(ARGMAX_BLOCK).add_(within)
+    return index if out is None else out.copy_(index)
+
+
 def assign(x: torch.Tensor, targets: torch.Tensor, h: torch.Tensor, rows: int | None = None) -> torch.Tensor:
     """``argmax_j <x_i, y_j> + h_j`` for every row of x (int64, lowest index on ties)."""
     index = torch.empty(x.shape[0], dtype=torch.int64, device=targets.device)
-    for start, scores in score_chunks(x, targets, h, rows):
-        torch.argmax(scores, dim=1, out=index[start:start + scores.shape[0]])
+    for start, scores in score_chunks(x, *padded(targets, h), rows):
+        argmax_rows(scores, out=index[start:start + scores.shape[0]])
     return index
 
 
 def cell_counts(x: torch.Tensor, targets: torch.Tensor, h: torch.Tensor, rows: int | None = None) -> torch.Tensor:
     """How many rows of x fall in each power cell: ``bincount(assign(x))`` (int64, length N)."""
     counts = torch.zeros(targets.shape[0], dtype=torch.int64, device=targets.device)
-    for _, scores in score_chunks(x, targets, h, rows):
-        counts += torch.bincount(scores.argmax(dim=1), minlength=targets.shape[0])
+    for _, scores in score_chunks(x, *padded(targets, h), rows):
+        counts += torch.bincount(argmax_rows(scores), minlength=targets.shape[0])
     return counts
 
 

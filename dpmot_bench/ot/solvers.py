@@ -21,7 +21,7 @@ from scipy import stats
 
 from ..errors import InputError, unknown_name
 from .distributed import all_reduce_sum_
-from .kernel import chunk_rows, score_chunks, softmax_, topk_softmax
+from .kernel import argmax_rows, chunk_rows, padded, score_chunks, softmax_, topk_softmax
 from .sampling import SourceSample
 from .sources import Source
 
@@ -54,15 +54,15 @@ def sample_masses(problem: Problem, sample, h: torch.Tensor, tau: float = 0.0, k
     the mean of ``softmax(s(x) / tau)``: over all targets (``k`` None), or over each point's ``k`` best (the
     others weigh less than ``exp(-(s_1 - s_k) / tau)`` each). With ``with_potential`` also the sample mean
     of the potential, ``max_j s_j`` or ``tau log sum_j exp(s_j / tau)`` (the first term of the energy)."""
-    targets = problem.targets
-    n_targets = targets.shape[0]
+    n_targets = problem.targets.shape[0]
+    h = h.to(problem.targets.dtype)
+    targets, h = padded(problem.targets, h) if tau == 0 else (problem.targets, h)
     total = torch.zeros(n_targets + 1, dtype=torch.float64, device=targets.device)  # masses, then potential
-    buffer = torch.empty(chunk_rows(n_targets), n_targets, dtype=targets.dtype, device=targets.device)
-    h = h.to(targets.dtype)
+    buffer = torch.empty(chunk_rows(targets.shape[0]), targets.shape[0], dtype=targets.dtype, device=targets.device)
     for block in sample.blocks():
         for _, scores in score_chunks(block, targets, h, rows=buffer.shape[0], buffer=buffer):
             if tau == 0:
-                total[:-1] += torch.bincount(scores.argmax(dim=1), minlength=n_targets)
+                total[:-1] += torch.bincount(argmax_rows(scores), minlength=n_targets)
                 potential = scores.amax(dim=1) if with_potential else None
             elif k is None:
                 best = scores.amax(dim=1, keepdim=True)
