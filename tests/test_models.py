@@ -354,3 +354,15 @@ def test_train_cli_writes_checkpoints_resumes_and_rejects_bad_input(tmp_path, mo
         code, stdout, err = run_cli(capsys, *argv)
         assert code == 2 and stdout == "" and len(err.strip().splitlines()) == 1, argv
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "ring.pt"]  # nothing half-written
+
+
+def test_training_works_when_asked_for_inside_a_no_grad_block():
+    # The report asks for models lazily while it evaluates samples under torch.no_grad().
+    from dpmot_bench.metrics.classifier import train_digits_classifier
+
+    with torch.no_grad():
+        model, history = train_denoiser("gmm-ring8", TrainConfig(width=8, depth=1, steps=3, batch_size=16,
+                                                                 n_train=64), progress=False)
+        classifier = train_digits_classifier({"epochs": 1, "width": 4, "features": 8})
+    assert len(history["loss"]) == 3 and all(math.isfinite(v) for v in history["loss"])
+    assert not classifier.training

@@ -102,7 +102,8 @@ def train_digits_classifier(config: dict | None = None, progress: bool = False) 
     images = x.reshape(-1, 1, 8, 8)
     generator = torch.Generator().manual_seed(config["seed"])
     start = time.perf_counter()
-    with torch.random.fork_rng(devices=[]), _one_thread():
+    # enable_grad: training may be asked for lazily from inside a caller's no_grad block.
+    with torch.random.fork_rng(devices=[]), _one_thread(), torch.enable_grad():
         torch.manual_seed(config["seed"])
         model = DigitsClassifier(config["width"], config["features"])
         optimiser = torch.optim.Adam(model.parameters(), lr=config["lr"])

@@ -147,6 +147,7 @@ def _lr(config: TrainConfig, step: int) -> float:
     return config.lr * 0.5 * (1 + math.cos(math.pi * step / config.steps))
 
 
+@torch.enable_grad()  # training may be asked for lazily from inside a caller's no_grad block
 def train_denoiser(dataset: Dataset | str, config: TrainConfig | None = None, *, seed: int = 0,
                    device: str | torch.device = "cpu", progress: bool = True, checkpoint: str | Path | None = None,
                    checkpoint_every: int = 500, resume: bool = False) -> tuple[EDMDenoiser, dict]:
