@@ -226,6 +226,59 @@ def cmd_check_bound(args) -> int:
     return 0
 
 
+# [cmd fid]
+def _sample_rows(path: str) -> torch.Tensor:
+    """Array ``x`` of a sample file (``dpmot sample``'s .npz), as float32."""
+    import numpy as np
+
+    from .errors import CorruptFileError
+
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if "x" not in archive.files:
+                raise CorruptFileError(f"{path!r} has no array 'x' (arrays: {', '.join(archive.files) or 'none'}); "
+                                       "pass a file written by dpmot sample")
+            return torch.from_numpy(np.asarray(archive["x"], dtype=np.float32))
+    except FileNotFoundError:
+        raise CorruptFileError(f"sample file {path!r} does not exist") from None
+    except (OSError, ValueError) as err:
+        raise CorruptFileError(f"{path!r} is not a readable .npz sample file ({err})") from None
+
+
+def cmd_fid(args) -> int:
+    from .data import get_dataset
+    from .errors import ShapeError
+    from .metrics import InceptionFeatures, frechet_distance, get_digits_classifier
+
+    if args.features == "inception" and not args.inception_weights:
+        raise InputError("--features inception needs --inception-weights FILE (a local copy of torch-fidelity's "
+                         "weights-inception-2015-12-05-6726825d.pth; nothing is downloaded)")
+    if args.reference is None and args.dataset is None:
+        raise InputError("give the reference: --reference FILE.npz or --dataset NAME [--split train|heldout]")
+    samples = _sample_rows(args.samples)
+    dataset = get_dataset(args.dataset) if args.dataset else None
+    reference = _sample_rows(args.reference) if args.reference else dataset.data(args.split)[0]
+    if args.features == "digits":
+        extract = get_digits_classifier(device=args.device, progress=not args.quiet).features
+    else:
+        inception = InceptionFeatures(args.inception_weights, device=args.device)
+        shape = dataset.shape if dataset is not None else None
+
+        def extract(x):
+            if x.ndim == 2 and shape is None:
+                raise ShapeError("flat samples need --dataset NAME to know their image shape")
+            return inception(x.reshape(-1, *shape) if x.ndim == 2 else x)
+    for name, x in (("samples", samples), ("reference", reference)):
+        if args.features == "digits" and x[0].numel() != 64:
+            raise ShapeError(f"the digits classifier takes 8x8 images (64 values per row); the {name} have "
+                             f"{x[0].numel()}: use --features inception")
+    fd = frechet_distance(extract(samples.to(args.device)).cpu(), extract(reference.to(args.device)).cpu())
+    print(json.dumps({"fd": fd, "features": args.features, "n_samples": samples.shape[0],
+                      "n_reference": reference.shape[0], "samples": args.samples,
+                      "reference": args.reference or f"{args.dataset}:{args.split}"}, indent=2))
+    return 0
+
+
 # [cmd bench report]
 def _suite_and_out(args):
     from pathlib import Path
@@ -344,6 +397,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--out", help="also write bound_rows.csv, bound_checks.json and the figures here")
     p.set_defaults(run=cmd_check_bound)
+
+    # [parser fid]
+    text = ("Frechet distance between a sample file and a reference (a sample file or a dataset split) in the "
+            "digits classifier's features or, with a local weights file, InceptionV3's (comparable FID)")
+    p = _common(sub.add_parser("fid", help=text, description=text))
+    p.add_argument("--samples", required=True, help="a .npz with array x (dpmot sample --out)")
+    p.add_argument("--reference", help="a .npz with array x to compare with")
+    p.add_argument("--dataset", help="compare with this dataset's split (and give flat rows their image shape)")
+    p.add_argument("--split", default="train", choices=["train", "heldout"], help="the dataset split (default train)")
+    p.add_argument("--features", default="digits", choices=["digits", "inception"],
+                   help="digits (the cached digits classifier, default) or inception (needs torch-fidelity)")
+    p.add_argument("--inception-weights", help="local InceptionV3 weights file for --features inception")
+    p.set_defaults(run=cmd_fid)
 
     # [parser bench report]
     for name, run, text in (("bench", cmd_bench, "run a benchmark suite (resumable) into OUT/work"),

@@ -1,6 +1,7 @@
 """Feature extractors: the digits classifier (trained once into a temporary cache) and the InceptionV3
 plumbing (with stand-in extractors: torch-fidelity is not installable here)."""
 import fcntl
+import json
 import os
 import sys
 import types
@@ -183,3 +184,27 @@ def test_inception_bad_images(monkeypatch, weights_file):
             extractor(bad)
     with pytest.raises(NonFiniteError):
         extractor(torch.full((1, 3, 8, 8), float("nan")))
+
+
+def test_cli_fid_agrees_with_the_library_and_rejects_bad_input(classifier, tmp_path, capsys):
+    from dpmot_bench.cli import main
+
+    digits = get_dataset("digits")
+    heldout, train = digits.data("heldout")[0], digits.data("train")[0]
+    samples = tmp_path / "heldout.npz"
+    np.savez(samples, x=heldout.numpy())
+    assert main(["fid", "--samples", str(samples), "--dataset", "digits", "--quiet"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    expected = frechet_distance(classifier.features(heldout), classifier.features(train))
+    assert result["fd"] == pytest.approx(expected, rel=1e-9)
+    assert (result["n_samples"], result["n_reference"]) == (450, 1347)
+
+    flat2d = tmp_path / "ring.npz"
+    np.savez(flat2d, x=np.zeros((10, 2), dtype=np.float32))
+    for args in (["--samples", str(tmp_path / "missing.npz"), "--dataset", "digits"],
+                 ["--samples", str(samples), "--dataset", "digits", "--features", "inception"],
+                 ["--samples", str(samples)],
+                 ["--samples", str(flat2d), "--dataset", "digits"],
+                 ["--samples", str(samples), "--dataset", "nope"]):
+        assert main(["fid", *args, "--quiet"]) == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
