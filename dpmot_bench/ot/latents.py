@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import InputError, check_sigma
+from ..errors import check_sigma, unknown_name
 from ..noise import SampleNoise
 from .estimator import SemiDiscreteOT
-from .sources import GaussianSource, Source, UniformSource
+from .sources import SOURCE_KINDS, GaussianSource, Source, UniformSource
 
-LATENT_STREAM = (0x07A5, 0x1A7E)
-SOURCE_KINDS = ("gaussian", "uniform")
+LATENT_STREAM = (0xD9307, 1)  # SampleNoise stream of the latent noise eps_i: row i is target i's noise
 
 
 def dataset_latents(dataset, sigma_star: float, split: str = "heldout", n: int | None = None,
@@ -33,7 +32,7 @@ def default_source(kind: str, dataset, split: str = "heldout") -> Source:
     if kind == "uniform":
         x, _ = dataset.data(split)
         return UniformSource(dataset.dim, float(x.min()), float(x.max()))
-    raise InputError(f"unknown source {kind!r}; choose one of: {', '.join(SOURCE_KINDS)}")
+    raise unknown_name("source", kind, SOURCE_KINDS)
 
 
 def fit_dataset_map(dataset, sigma_star: float, source: Source, solver: str, split: str = "heldout",

@@ -107,11 +107,11 @@ from ..data import Dataset, get_dataset
 from ..denoisers import Denoiser
 from ..errors import InputError, ShapeError, unknown_name
 from ..noise import SampleNoise
+from ..ot.latents import LATENT_STREAM, dataset_latents, default_source
 from .plans import SIGMA_MIN, check_nfe, plan
 from .sampling import langevin_schedule, sample_langevin
 
 PRESETS = ("default", "paper")
-LATENT_STREAM = (0xD9307, 1)  # SampleNoise stream of the latent noise eps_i: row i is target i's noise
 
 # NCSNv2's CIFAR-10 configuration (pixels in [0, 1]) as used by the reference code.
 NCSN_SIGMA_1, NCSN_SIGMA_L, NCSN_LEVELS, NCSN_STEP_LR, NCSN_STEPS_PER_LEVEL = 50.0, 0.01, 232, 6.2e-6, 5
@@ -168,22 +168,9 @@ def paper_tail(scale: float, nfe: int, reference_levels: bool = False) -> tuple[
 
 def make_latents(dataset: Dataset, sigma_star: float, *, split: str = "heldout", n: int | None = None,
                  seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(latents, clean)``: ``clean`` the first n rows of ``split``, ``latents = clean + sigma_star eps``."""
-    if not (math.isfinite(sigma_star) and sigma_star >= 0):
-        raise InputError(f"sigma_star must be finite and >= 0, got {sigma_star}")
-    clean, _ = dataset.data(split, n)
-    eps = SampleNoise(seed, clean.shape[0], stream=LATENT_STREAM).randn(dataset.dim)
-    return clean + sigma_star * eps, clean
-
-
-def _source(kind: str, dataset: Dataset, split: str):
-    from ..ot import GaussianSource, UniformSource
-
-    if kind == "gaussian":
-        return GaussianSource(dataset.dim)
-    if kind == "uniform":
-        return UniformSource(dataset.dim, *data_range(dataset, split))
-    raise unknown_name("source", kind, ("gaussian", "uniform"))
+    """``(latents, clean)``: ``clean`` the first n rows of ``split``, ``latents = clean + sigma_star eps``
+    (:func:`dpmot_bench.ot.latents.dataset_latents`)."""
+    return dataset_latents(dataset, sigma_star, split, n, seed), dataset.data(split, n)[0]
 
 
 def preset_sigma_star(dataset: Dataset, preset: str, nfe: int | None = None, split: str = "heldout") -> float:
@@ -220,7 +207,7 @@ def fit_ot_map(dataset: str | Dataset, preset: str = "default", *, nfe: int | No
     preset_latents = solver_options.pop("n_latents", None)
     latents, _ = make_latents(dataset, sigma_star, split=split, n=preset_latents if n_latents is None else n_latents,
                               seed=seed)
-    ot_map = SemiDiscreteOT(_source(source or config["source"], dataset, split), solver=solver or config["solver"],
+    ot_map = SemiDiscreteOT(default_source(source or config["source"], dataset, split), solver=solver or config["solver"],
                             seed=seed, device=device, progress=progress, **solver_options).fit(latents)
     ot_map.meta_ = {"dataset": dataset.name, "preset": preset, "sigma_star": sigma_star, "split": split,
                     "n_latents": latents.shape[0], "latent_seed": seed, "latent_stream": list(LATENT_STREAM),
