@@ -26,7 +26,7 @@ class Suite:
     n_samples: dict = field(default_factory=dict)  # dataset -> samples per cell
     n_latents: dict = field(default_factory=dict)  # dataset -> DPM-OT targets (first rows of held-out; all if absent)
     # DPM-OT's sigma_star trade-off (novelty vs quality): datasets, levels relative to the data range
-    # (max - min over coordinates of the held-out split; the default preset uses 0.25), the tail NFE.
+    # (max - min over coordinates of the held-out split), the tail NFE.
     sweep_datasets: tuple[str, ...] = ()
     sweep_sigmas: tuple[float, ...] = ()
     sweep_nfe: int = 10

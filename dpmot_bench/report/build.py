@@ -182,9 +182,18 @@ class Report:
         sweep = _frame(self.rows, "sigma-star")
         if sweep.empty:
             return
+        from ..samplers.dpmot import data_range, preset_sigma_star
+
+        defaults = []
+        for dataset in sorted(sweep["dataset"].unique()):
+            data = get_dataset(dataset)
+            low, high = data_range(data)
+            level = preset_sigma_star(data, "default")
+            defaults.append(f"{dataset} {level:.3g} (sigma_rel {level / (high - low):.3g})")
         self.add("## The sigma_star trade-off (novelty against quality)\n\nDPM-OT (default preset) with the "
-                 "latent noise level sigma_star swept (`sigma_rel` = sigma_star / data range; the default preset "
-                 f"uses 0.25), tail NFE {self.suite.sweep_nfe}. Small sigma_star: the OT "
+                 "latent noise level sigma_star swept (`sigma_rel` = sigma_star / data range), tail NFE "
+                 f"{self.suite.sweep_nfe}. The default preset's own sigma_star (3 x the median nearest-neighbour "
+                 f"spacing of the held-out points / sqrt(d)): {'; '.join(defaults)}. Small sigma_star: the OT "
                  "jump lands next to stored data (quality of the data itself, but copies); large: more "
                  "novelty, more work left to the tail sampler.\n")
         sweep = sweep.assign(quality=[r["w2"] if self.gmm[r["dataset"]] else r["fd"] for _, r in sweep.iterrows()])
