@@ -66,12 +66,14 @@ class Context:
 
     def ot_map(self, dataset: str, sampler: str, nfe: int = 0, sigma_star: float | None = None):
         """``(map, fit seconds or None)`` of a DPM-OT sampler: fitted once per run with seed 0, saved under
-        work/maps and reloaded on resume. The paper preset's map depends on the NFE, the default's does not."""
+        work/maps and reloaded on resume. The paper preset's map depends on the NFE through its latent
+        level (NFE 1 and 2 share one), the default's does not."""
         from ..ot import SemiDiscreteOT
-        from ..samplers import fit_ot_map
+        from ..samplers import fit_ot_map, preset_sigma_star
 
         paper = sampler == "dpm-ot-paper"
-        key = (dataset, sampler, nfe if paper else 0, sigma_star)
+        level = f"{preset_sigma_star(self.dataset(dataset), 'paper', nfe):.6g}" if paper else 0
+        key = (dataset, sampler, level, sigma_star)
         if key not in self._maps:
             name = "-".join(str(k) for k in key if k not in (None, 0))
             path = self.work / "maps" / f"{name}.npz"
@@ -101,6 +103,15 @@ class Context:
     @lru_cache(maxsize=None)
     def train_features(self) -> torch.Tensor:
         return self.classifier.features(self.split("digits", "train").to(self.device)).cpu()
+
+    @lru_cache(maxsize=None)
+    def heldout_memorisation(self, dataset: str) -> dict:
+        """Fresh data's memorisation metrics (held-out to train): the copy threshold and baseline rates
+        every sample set of ``dataset`` is compared with."""
+        from ..metrics import memorisation
+
+        heldout, train = self.split(dataset, "heldout"), self.split(dataset, "train")
+        return memorisation(heldout, train=train, heldout=heldout)
 
     def reference(self, dataset: str, n: int, seed: int) -> torch.Tensor:
         """Fresh true samples (GMMs) to compare generated samples with."""

@@ -12,6 +12,7 @@ from ..errors import unknown_name
 
 ALL_SAMPLERS = ("dpm-ot", "dpm-ot-paper", "euler", "heun", "dpmpp-2m", "dpmpp-3m", "ancestral", "langevin",
                 "diffusers-ddim", "diffusers-dpmpp-2m", "diffusers-unipc", "diffusers-heun")
+QUICK_SAMPLERS = tuple(s for s in ALL_SAMPLERS if s not in ("diffusers-ddim", "diffusers-dpmpp-2m", "diffusers-heun"))
 NFE_GRID = (1, 2, 5, 10, 20, 50)
 
 
@@ -45,11 +46,13 @@ class Suite:
 
 SUITES = {
     "quick": Suite(
-        "quick", "all samplers x NFE {1,2,5,10,20,50} x 3 seeds on gmm-ring8, gmm-grid25 and digits; "
-        "sigma_star sweep; OT and error-bound checks (quick versions)",
-        datasets=("gmm-ring8", "gmm-grid25", "digits"),
-        n_samples={"gmm-ring8": 1000, "gmm-grid25": 1000, "digits": 450},
-        sweep_datasets=("gmm-grid25", "digits"), sweep_sigmas=(0.01, 0.03, 0.1, 0.25, 0.5, 1.0),
+        "quick", "every DPM-OT preset and baseline x NFE {1,2,5,10,20,50} x 3 seeds on gmm-grid25 (250 latents, "
+        "500 samples) and digits; diffusers' UniPC (diffusers' DDIM, DPM-Solver++ and Heun equal ours by test and "
+        "run in the full suite); sigma_star sweep on digits; OT and error-bound checks (quick versions)",
+        datasets=("gmm-grid25", "digits"), samplers=QUICK_SAMPLERS,
+        n_samples={"gmm-grid25": 500, "digits": 450},
+        n_latents={"gmm-grid25": 250},
+        sweep_datasets=("digits",), sweep_sigmas=(0.01, 0.1, 1.0),
         train_loss_datasets=("gmm-ring8",), ot_benchmarks="quick", bound_checks="quick"),
     "full": Suite(
         "full", "all samplers x NFE grid x 5 seeds on every dataset with more samples; full OT and bound checks",

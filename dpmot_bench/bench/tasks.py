@@ -29,11 +29,11 @@ def _quality(ctx: Context, cell: Cell, x: torch.Tensor, ot_map) -> tuple[dict, d
 
     dataset = ctx.dataset(cell.dataset)
     targets = None if ot_map is None else ot_map.targets_.cpu()
-    memo = memorisation(x, targets=targets, train=ctx.split(cell.dataset, "train"),
-                        heldout=ctx.split(cell.dataset, "heldout"))
+    baseline = ctx.heldout_memorisation(cell.dataset)
+    memo = memorisation(x, targets=targets, train=ctx.split(cell.dataset, "train"), threshold=baseline["threshold"])
     row = {"nn_train_median": float(np.median(memo["nn_to_train"])),
            "copy_rate_train": memo["copy_rate_train"], "ratio_copy_rate_train": memo["ratio_copy_rate_train"],
-           "baseline_copy_rate": memo["baseline_copy_rate"], "copy_threshold": memo["threshold"]}
+           "baseline_copy_rate": baseline["baseline_copy_rate"], "copy_threshold": baseline["threshold"]}
     arrays = {"nn_to_train": memo["nn_to_train"]}
     if targets is not None:
         row.update(nn_targets_median=float(np.median(memo["nn_to_targets"])),
