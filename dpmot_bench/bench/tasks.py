@@ -85,7 +85,7 @@ def floor_task(ctx: Context, cell: Cell) -> dict:
     if dataset.mixture is not None:
         floor = w2_floor(lambda m, s: dataset.sample(m, seed=s), n, seed=cell.seed, repeats=ctx.suite.floor_repeats)
         return {"metric": "w2", "floor": floor["mean"], "floor_std": floor["std"], "method_w2": floor["method"]}
-    heldout = ctx.split(cell.dataset, "heldout").to(ctx.device)
+    heldout = ctx.split(cell.dataset, "heldout")[:dict(cell.params)["n"]].to(ctx.device)  # as many as samples
     with torch.no_grad():
         features, probs = ctx.classifier.features(heldout).cpu(), ctx.classifier.probs(heldout).cpu()
     return {"metric": "fd", "floor": frechet_distance(features, ctx.train_features()),
