@@ -29,10 +29,10 @@ floats = st.floats(-3, 3, allow_nan=False)
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
-    """Tiny tensors: intra-op threads only add synchronisation (see checks._one_cpu_thread)."""
-    from dpmot_bench.theory.checks import _one_cpu_thread
+    """Tiny tensors: intra-op threads only add synchronisation (see dpmot_bench.threads)."""
+    from dpmot_bench.threads import one_cpu_thread
 
-    with _one_cpu_thread():
+    with one_cpu_thread():
         yield
 positive = st.floats(0.05, 3, allow_nan=False)
 

@@ -20,6 +20,7 @@ from dpmot_bench.errors import UnknownNameError
 from dpmot_bench.theory import checks, fit_rates, run_bound_checks, summarise_rows
 from dpmot_bench.theory.closed_forms import GaussianData, linear_flow_factors, shifted_denoiser_flow_error
 from dpmot_bench.theory.summary import finite_json
+from dpmot_bench.threads import one_cpu_thread
 
 TINY = checks.SUITES["tiny"]
 
@@ -27,7 +28,7 @@ TINY = checks.SUITES["tiny"]
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """Tiny tensors: run_bound_checks itself runs single-threaded; so do the tests that use its parts."""
-    with checks._one_cpu_thread():
+    with one_cpu_thread():
         yield
 
 

@@ -9,7 +9,6 @@ one seeded generator; the caller's global RNG state is left untouched) and cache
 """
 from __future__ import annotations
 
-import contextlib
 import time
 import warnings
 
@@ -21,6 +20,7 @@ from ..cache import cache_dir, config_key
 from ..data import get_dataset
 from ..errors import InputError, ShapeError
 from ..io import atomic_path
+from ..threads import one_cpu_thread
 from ._points import as_points
 
 DEFAULT_CONFIG = {"seed": 0, "epochs": 30, "batch_size": 64, "lr": 2e-3, "width": 32, "features": 128,
@@ -103,7 +103,7 @@ def train_digits_classifier(config: dict | None = None, progress: bool = False) 
     generator = torch.Generator().manual_seed(config["seed"])
     start = time.perf_counter()
     # enable_grad: training may be asked for lazily from inside a caller's no_grad block.
-    with torch.random.fork_rng(devices=[]), _one_thread(), torch.enable_grad():
+    with torch.random.fork_rng(devices=[]), one_cpu_thread(), torch.enable_grad():
         torch.manual_seed(config["seed"])
         model = DigitsClassifier(config["width"], config["features"])
         optimiser = torch.optim.Adam(model.parameters(), lr=config["lr"])
@@ -122,17 +122,6 @@ def train_digits_classifier(config: dict | None = None, progress: bool = False) 
     return model
 
 
-@contextlib.contextmanager
-def _one_thread():
-    """Train on one thread: on 8x8 images thread synchronisation costs more than it saves (20x slower
-    with 2 threads on a loaded 2-core machine), and the summation order no longer depends on the core
-    count, so the weights are reproducible across machines with the same CPU kernels."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _full_config(config: dict | None) -> dict:

@@ -19,7 +19,6 @@ What is exact and what is estimated (see ``theory/numerics.md``):
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import asdict, dataclass, field, replace
 
@@ -35,6 +34,7 @@ from ..errors import InputError, unknown_name
 from ..noise import SampleNoise
 from ..ot import GaussianSource, SemiDiscreteOT
 from ..samplers.plans import plan
+from ..threads import one_cpu_thread
 from . import lipschitz as lip
 from . import ot_stage as ots
 from .flows import integrate_flow
@@ -432,24 +432,13 @@ def _smoothing_row(s: Scenario, c: Config) -> dict:
             "holds_smoothing": bool(gap <= bound_l2)}
 
 
-@contextlib.contextmanager
-def _one_cpu_thread():
-    """The checks evaluate denoisers on at most a few thousand rows: intra-op threads only add
-    synchronisation, which on a loaded 2-core machine made one exact-GMM denoiser call on 64 rows take
-    95 ms instead of 0.6 ms. The previous setting is restored on exit."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def run_bound_checks(suite: str = "quick", device="cpu", progress: bool = False, datasets=None,
                      seeds=None) -> list[dict]:
     """Every configuration of ``suite`` x seed as one tidy row: the configuration, the left sides, every
     term and bound of Theorems A and B (or of OT5 for ``tau > 0`` rows), ``holds_*`` and ``ratio_*``."""
-    with _one_cpu_thread():
+    with one_cpu_thread():
         return _run(suite, torch.device(device), progress, datasets, seeds)
 
 
