@@ -67,7 +67,7 @@ def cmd_fit_ot(args) -> int:
     from .data import get_dataset
     from .io import ensure_writable_dir
     from .ot import SOLVERS
-    from .ot.distributed import init_from_env, is_main_process
+    from .ot.distributed import is_main_process, process_group
     from .ot.latents import default_source, fit_dataset_map
     from .ot.sources import GaussianSource, UniformSource
 
@@ -86,13 +86,13 @@ def cmd_fit_ot(args) -> int:
     if args.source == "uniform" and (args.source_low is not None or args.source_high is not None):
         source = UniformSource(dataset.dim, source.low if args.source_low is None else args.source_low,
                                source.high if args.source_high is None else args.source_high)
-    device = init_from_env(args.device)  # under torchrun: one process per rank, Monte Carlo shared out
-    ot, summary = fit_dataset_map(dataset, args.sigma, source, args.solver, args.split, args.n_targets, args.seed,
-                                  args.eval_samples, max_iter=args.max_iter, device=device,
-                                  progress=not args.quiet, checkpoint=args.checkpoint)
-    if is_main_process():
-        ot.save(args.out, dataset=dataset.name, sigma_star=args.sigma, split=args.split)
-        print(json.dumps({**summary, "out": str(args.out)}, indent=2))
+    with process_group(args.device) as device:  # under torchrun: one process per rank, Monte Carlo shared out
+        ot, summary = fit_dataset_map(dataset, args.sigma, source, args.solver, args.split, args.n_targets,
+                                      args.seed, args.eval_samples, max_iter=args.max_iter, device=device,
+                                      progress=not args.quiet, checkpoint=args.checkpoint)
+        if is_main_process():
+            ot.save(args.out, dataset=dataset.name, sigma_star=args.sigma, split=args.split)
+            print(json.dumps({**summary, "out": str(args.out)}, indent=2))
     return 0
 
 

@@ -159,15 +159,15 @@ FIT_SCRIPT = textwrap.dedent("""
     import json, sys
     import numpy as np, torch
     from dpmot_bench.ot import GaussianSource, SemiDiscreteOT
-    from dpmot_bench.ot.distributed import init_from_env, is_main_process
+    from dpmot_bench.ot.distributed import is_main_process, process_group
     torch.set_num_threads(1)
-    device = init_from_env("cpu")
     solver, out, checkpoint, options = sys.argv[1], sys.argv[2], sys.argv[3] or None, json.loads(sys.argv[4])
     targets = torch.randn(40, 3, generator=torch.Generator().manual_seed(0))
-    fit = SemiDiscreteOT(GaussianSource(3), solver=solver, checkpoint=checkpoint, device=device,
-                         **options).fit(targets)
-    if is_main_process():
-        np.save(out, fit.h_.numpy())
+    with process_group("cpu") as device:
+        fit = SemiDiscreteOT(GaussianSource(3), solver=solver, checkpoint=checkpoint, device=device,
+                             **options).fit(targets)
+        if is_main_process():
+            np.save(out, fit.h_.numpy())
 """)
 
 

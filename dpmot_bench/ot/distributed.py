@@ -8,6 +8,7 @@ process drawing all the blocks. Launch with ``torchrun --nproc_per_node K ...``:
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -37,6 +38,19 @@ def init_from_env(device: str | torch.device = "cpu") -> torch.device:
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return device
+
+
+@contextlib.contextmanager
+def process_group(device: str | torch.device = "cpu"):
+    """:func:`init_from_env` for the ``with`` block, yielding this rank's device; a group it created is
+    destroyed on exit (a gloo process that exits with its group alive can abort in C++ teardown)."""
+    created = launched_by_torchrun() and not dist.is_initialized()
+    device = init_from_env(device)
+    try:
+        yield device
+    finally:
+        if created and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:
