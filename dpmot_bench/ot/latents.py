@@ -24,14 +24,20 @@ def dataset_latents(dataset, sigma_star: float, split: str = "heldout", n: int |
     return x + float(sigma_star) * SampleNoise(seed, x.shape[0], stream=LATENT_STREAM).randn(x.shape[1])
 
 
+def data_range(dataset, split: str = "heldout") -> tuple[float, float]:
+    """``(min, max)`` over all coordinates of a split: the box of the uniform source (and the paper preset's
+    data scale)."""
+    x, _ = dataset.data(split)
+    return float(x.min()), float(x.max())
+
+
 def default_source(kind: str, dataset, split: str = "heldout") -> Source:
     """White noise ``N(0, 1)`` per coordinate, or the uniform cube spanning the data's range (for the
     digits images, [-1, 1]; the reference code's source is uniform on the pixel range)."""
     if kind == "gaussian":
         return GaussianSource(dataset.dim)
     if kind == "uniform":
-        x, _ = dataset.data(split)
-        return UniformSource(dataset.dim, float(x.min()), float(x.max()))
+        return UniformSource(dataset.dim, *data_range(dataset, split))
     raise unknown_name("source", kind, SOURCE_KINDS)
 
 

@@ -107,7 +107,7 @@ from ..data import Dataset, get_dataset
 from ..denoisers import Denoiser
 from ..errors import InputError, ShapeError, unknown_name
 from ..noise import SampleNoise
-from ..ot.latents import LATENT_STREAM, dataset_latents, default_source
+from ..ot.latents import LATENT_STREAM, data_range, dataset_latents, default_source
 from .plans import SIGMA_MIN, check_nfe, plan
 from .sampling import langevin_schedule, sample_langevin
 
@@ -126,12 +126,6 @@ PAPER = {"source": "uniform", "solver": "adam-mc", "fit": {"stop": "noise-floor"
 
 def as_dataset(dataset: str | Dataset) -> Dataset:
     return dataset if isinstance(dataset, Dataset) else get_dataset(dataset)
-
-
-def data_range(dataset: Dataset, split: str = "heldout") -> tuple[float, float]:
-    """``(min, max)`` over all coordinates of a split: the box of the paper preset's uniform source."""
-    x, _ = dataset.data(split)
-    return float(x.min()), float(x.max())
 
 
 def median_nn_distance(x: torch.Tensor, chunk: int = 1024) -> float:
