@@ -238,15 +238,19 @@ def median_gap(problem: Problem, x: torch.Tensor, h: torch.Tensor) -> float:
     return float(torch.cat(gaps).median().clamp_min(torch.finfo(problem.targets.dtype).eps))
 
 
-def newton_direction(hessian: torch.Tensor, g: torch.Tensor, damping: float, floor: float) -> torch.Tensor:
-    """``(H + R)^{-1} g``, centred, with ``R = diag(damping * d + max(floor * median(d) - d, 0))`` (d = diag H):
-    Levenberg-Marquardt damping, and a floor for cells that too few sample points border to estimate
-    their row. Cholesky for a dense H, conjugate gradients with Jacobi preconditioning for a sparse one."""
+def newton_direction(hessian: torch.Tensor, g: torch.Tensor, damping: float, floor: float,
+                     shift: float = 0.0) -> torch.Tensor:
+    """``(H + R)^{-1} g``, centred, with ``R = diag(damping * d + max(floor * m - d, 0)) + shift * m * I``
+    (d = diag H, m its median over positive entries): Levenberg-Marquardt damping, a floor for cells that
+    too few sample points border to estimate their row, and a uniform shift, which bounds the step of a
+    group of cells whose links to the others the sample missed (a nearly disconnected block of H would
+    otherwise move by its total mass error over its tiny coupling). Cholesky for a dense H, conjugate
+    gradients with Jacobi preconditioning for a sparse one."""
     diagonal = hessian.diagonal() if not hessian.is_sparse else torch.zeros_like(g).index_add_(
         0, hessian.indices()[0], torch.where(hessian.indices()[0] == hessian.indices()[1], hessian.values(), 0))
     positive = diagonal[diagonal > 0]
-    level = floor * float(positive.median()) if positive.numel() else 1.0
-    regulariser = damping * diagonal + (level - diagonal).clamp_min(0)
+    level = float(positive.median()) if positive.numel() else 1.0
+    regulariser = damping * diagonal + (floor * level - diagonal).clamp_min(0) + shift * level
     if not hessian.is_sparse:
         factor = torch.linalg.cholesky(hessian + torch.diag(regulariser))
         step = torch.cholesky_solve(g[:, None], factor)[:, 0]
@@ -289,109 +293,214 @@ class _StageSample:
         return iter(self.cached) if self.cached is not None else self.sample.blocks()
 
 
+# ------------------------------------------------------------------------------------------ hard Newton
+FACET_BYTES = 32 * 2**20  # float64 target differences per chunk in facet_distances
+
+
+def facet_distances(problem: Problem, x: torch.Tensor, h: torch.Tensor, k: int = 4):
+    """Each point's power cell and its distances to the facets it shares with its ``k - 1`` next-best cells.
+
+    Returns ``best`` (m,), ``others`` (m, k - 1), ``distance`` = |y_best - y_j| and ``t = (s_best - s_j) /
+    distance``, the distance in source space from the point to the bisector of cells best and j. The
+    candidates are the top k float32 scores; the gaps are recomputed in float64 from target differences,
+    which tight clusters need (their targets differ below float32's resolution of <x, y>). A point that
+    float32 put in the wrong one of two nearly tied cells gets t = 0: it lies on their facet.
+    """
+    n_targets, dim = problem.targets.shape
+    k = min(k, n_targets)
+    y, h64 = problem.targets.double(), h.double()
+    rows = max(64, min(chunk_rows(n_targets), FACET_BYTES // (8 * k * dim)))
+    parts = []
+    for start, scores in score_chunks(x, problem.targets, h.to(problem.targets.dtype), rows=rows):
+        index = scores.topk(k, dim=1).indices
+        best, others = index[:, 0], index[:, 1:]
+        points = x[start:start + index.shape[0]].to(device=y.device, dtype=torch.float64)
+        difference = y[best, None, :] - y[others]
+        gap = torch.einsum("md,mkd->mk", points, difference) + h64[best, None] - h64[others]
+        distance = difference.norm(dim=2)
+        parts.append((best, others, gap.clamp_min_(0).div_(distance), distance))
+    return tuple(torch.cat(column) for column in zip(*parts))
+
+
+def facet_jacobian(problem: Problem, x: torch.Tensor, h: torch.Tensor, band_quantile: float,
+                   dense: bool) -> torch.Tensor:
+    """The Jacobian of the hard cell masses, ``J = d m / d h``, estimated on the points x (held by every
+    process).
+
+    ``J_ij = -mu(F_ij) / |y_i - y_j|`` for neighbours i != j (F_ij their common facet, mu its surface
+    measure) and ``J_ii = -sum_{j != i} J_ij`` (Kitagawa, Merigot and Thibert 2019): a graph Laplacian,
+    positive semi-definite. The mu-mass of the points within ``band`` of a facet, on either side, is
+    ``2 band mu(F_ij)`` up to O(band^2), so every point at distance ``t < band`` from the bisector of its
+    cell i and a cell j adds ``1 / (2 n band |y_i - y_j|)`` to ``-J_ij``. ``band`` is the ``band_quantile``
+    of the points' distances to their nearest facet: one width in source space for every facet, whereas a
+    temperature on the scores (the entropic Hessian) is a width ``tau / |y_i - y_j|``, far too thin
+    between distant targets where others are close (tight clusters). Dense when ``dense``, else sparse COO.
+    """
+    n_targets = problem.targets.shape[0]
+    best, others, t, distance = facet_distances(problem, x, h)
+    nearest = t.amin(dim=1)
+    band = float(nearest.kthvalue(max(1, int(band_quantile * nearest.numel()))).values)
+    near = t < band
+    if band <= 0 or not bool(near.any()):
+        raise _NoFacets()
+    i, j = best[:, None].expand_as(others)[near], others[near]
+    w = 1 / (2 * x.shape[0] * band * distance[near])
+    index = torch.cat([torch.stack([i, j]), torch.stack([j, i]), torch.stack([i, i]), torch.stack([j, j])], 1)
+    values = torch.cat([-w, -w, w, w])
+    if dense:
+        flat = torch.zeros(n_targets * n_targets, dtype=torch.float64, device=problem.device)
+        return flat.index_add_(0, index[0] * n_targets + index[1], values).view(n_targets, n_targets)
+    return torch.sparse_coo_tensor(index, values, (n_targets, n_targets)).coalesce()
+
+
+class _NoFacets(Exception):
+    """No sample point lies near a facet: the hard masses show no curvature on this sample."""
+
+
+def refill_empty(problem: Problem, x: torch.Tensor, h: torch.Tensor, empty: torch.Tensor) -> torch.Tensor:
+    """h with every empty cell i raised just enough to win one point of x.
+
+    A cell that holds no sample point has a zero row in the Jacobian: Newton's method cannot see it
+    (Kitagawa, Merigot and Thibert start from cells of positive mass and keep them so). Cell i wins x once
+    ``h_i > u(x) - <x, y_i>`` with ``u(x) = max_j s_j(x)``; the smallest such level over x, plus a
+    margin of 1% of that level's spread over x, hands cell i the points nearest to taking it.
+    """
+    h = h.clone()
+    y_empty = problem.targets[empty].double()
+    levels = []
+    for start, scores in score_chunks(x, problem.targets, h.to(problem.targets.dtype)):
+        points = x[start:start + scores.shape[0]].to(device=h.device, dtype=torch.float64)
+        levels.append(scores.amax(dim=1).double()[:, None] - points @ y_empty.T)
+    levels = torch.cat(levels)
+    lowest = levels.amin(dim=0)
+    h[empty] = lowest + 0.01 * (levels.median(dim=0).values - lowest)
+    return h - h.mean()
+
+
 def newton_levels(n_targets: int, n_samples: int | None, first_samples: int | None, growth: int,
-                  smoothing: float, first_smoothing: float) -> list[tuple[int, float]]:
-    """The (sample size, relative temperature) of each stage: the temperature halves from
-    ``first_smoothing`` to ``smoothing`` on the first sample, then the sample grows ``growth``-fold up to
+                  smoothing: float, first_smoothing: float | None) -> list[tuple[int, float]]:
+    """The (sample size, relative temperature) of each stage: an entropic warm-up whose temperature halves
+    from ``first_smoothing`` down to ``smoothing`` on the first sample (none when ``first_smoothing`` is
+    None), then hard stages (temperature 0) on that sample and on samples ``growth`` times larger, up to
     ``n_samples``."""
     n_final = int(n_samples or 256 * n_targets)
     n = min(int(first_samples or 16 * n_targets), n_final)
-    levels, relative = [], max(first_smoothing, smoothing)
-    while relative > smoothing:
+    levels, relative = [], first_smoothing
+    while relative is not None and relative >= smoothing:
         levels.append((n, relative))
         relative /= 2
-    levels.append((n, smoothing))
+    levels.append((n, 0.0))
     while n < n_final:
         n = min(n * growth, n_final)
-        levels.append((n, smoothing))
+        levels.append((n, 0.0))
     return levels
 
 
-def newton_qmc(problem: Problem, state: dict | None = None, *, max_iter: int = 100, n_samples: int | None = None,
+def newton_qmc(problem: Problem, state: dict | None = None, *, max_iter: int = 200, n_samples: int | None = None,
                first_samples: int | None = None, growth: int = 4, quasi: bool = True, smoothing: float = 0.25,
-               first_smoothing: float = 4.0, topk: int = 8, damping: float = 1e-3, floor: float = 1e-2,
+               first_smoothing: float | None = None, topk: int = 8, damping: float = 1e-3, floor: float = 1e-2,
                trust: float = 4.0, armijo: float = 1e-4, stage_tol: float = 0.5, final_tol: float = 0.1,
-               max_halvings: int = 5, max_refinements: int = 8,
-               init: str = "moment-matched", dense_limit: int = 4096, hessian_samples: int | None = None,
+               max_halvings: int = 6, band_quantile: float = 0.2, shift: float = 1e-2, init: str = "moment-matched",
+               dense_limit: int = 4096, hessian_samples: int | None = None, jacobian_samples: int | None = None,
                cache_bytes: int = 2**30):
-    """Multiscale, annealed sample-average Newton on quasi-Monte-Carlo samples (this toolkit's fast solver).
+    """Multiscale damped Newton on the hard cell masses, on quasi-Monte-Carlo samples (this toolkit's fast
+    solver), with an optional entropic warm-up.
 
-    Each stage fixes a source sample (scrambled Sobol points through the inverse CDF when ``quasi``; key
-    ``(NEWTON_KEY, stage)``) and a temperature ``tau = c * (median gap between the two best scores)``, and
-    solves the entropic semi-dual on it by damped Newton: ``g = mean_x softmax(s(x) / tau) - nu``, ``H`` the
-    matching Hessian (:class:`HessianSum`), ``h <- h - a clip((H + R)^{-1} g, +-trust tau)``
-    (:func:`newton_direction`; the clip is a trust region: the softmax masses change by ``exp(+-trust)`` at
-    most, which a quadratic model of log-sum-exp cannot see for cells far from their mass) with
-    ``a = 1, 1/2, ...`` until the sample's l1 error ``|g|_1`` decreases. The stages (:func:`newton_levels`)
-    first anneal c from ``first_smoothing`` to ``smoothing`` on a small sample (Newton's basin shrinks
-    with tau, so each temperature warm-starts the next), then grow the sample ``growth``-fold up to
-    ``n_samples`` at the final temperature. Above ``full_softmax_above`` the softmax runs over all
-    targets (and H is a GEMM); below, over each point's ``topk`` best. A stage ends once ``|g|_1`` is below
-    ``stage_tol`` (``final_tol`` in the last stage) times ``sqrt(2 N / (pi n))``, the l1 error of n Monte-Carlo
-    points, or when no step decreases it. After the last stage the temperature halves on the same sample
-    until the entropic bias, estimated as ``(4/3) |m(tau) - m(tau / 2)|_1`` at the fitted h (it is second
-    order in tau), is below the final tolerance (at most ``max_refinements`` times): the masses reported are
-    those of the hard cells up to the sampling error, not of the smoothed problem.
+    Every stage fixes a source sample (scrambled Sobol points through the inverse CDF when ``quasi``; key
+    ``(NEWTON_KEY, n)``); the stages (:func:`newton_levels`) use samples growing ``growth``-fold from
+    ``first_samples`` (16 N) to ``n_samples`` (256 N), each stage warm-starting the next.
 
-    Why it is fast: smoothing at a fraction of the score gaps makes the masses smooth functions of h and of
-    x, so Newton converges in a step or two per stage and a quasi-Monte-Carlo sample integrates the masses
-    far more accurately than Monte-Carlo cell indicators, while the entropic bias (second order in tau)
-    stays below that error. One iteration is one pass over a stage's sample; for N > ``dense_limit`` the
-    Hessian is sparse, from the top-k softmax of the first ``hessian_samples`` points, and solved by CG.
+    Hard stages: ``g = counts / n - nu`` on the stage's sample, ``J`` the Jacobian of the hard masses
+    estimated on its first ``jacobian_samples`` (64 N) points (:func:`facet_jacobian`), and
+    ``h <- h - a (J + R)^{-1} g`` (:func:`newton_direction`) with ``a = 1, 1/2, ...`` until ``|g|_1``
+    decreases and no cell loses more than half of ``min(its mass, nu_i)`` (Kitagawa, Merigot and Thibert's
+    damping, under which Newton's method converges globally from cells of positive mass; empty cells are
+    first given one point, :func:`refill_empty`). On a fixed sample the hard energy is piecewise linear:
+    its gradient norm ``|g|_1``, the error we report, is the measure to decrease.
+
+    Entropic warm-up (``first_smoothing`` not None): on the first sample, the entropic semi-dual at
+    ``tau = c * (median gap between the two best scores)``, c halving from ``first_smoothing`` to
+    ``smoothing``: ``g = mean_x softmax(s(x) / tau) - nu``, ``H`` its Hessian (:class:`HessianSum`, on the
+    first ``hessian_samples`` points; over each point's ``topk`` best targets above ``dense_limit``),
+    ``h <- h - a clip((H + R)^{-1} g, +-trust tau)`` with Armijo backtracking on the sample's energy. It
+    only pays where the initial h is far off (the moment-matched start is usually close enough).
+
+    A stage ends once ``|g|_1`` is below ``stage_tol`` (``final_tol`` in the last stage) times
+    ``sqrt(2 N / (pi n))``, the l1 error of n Monte-Carlo points, or after ``max_halvings`` failed
+    halvings. Why it is fast: early stages are cheap and move h most of the way; quasi-Monte-Carlo points
+    integrate the cells far more accurately than Monte-Carlo ones in low dimension; near the solution
+    Newton converges in a few passes over the final sample.
     """
     if not smoothing > 0:
         raise InputError(f"newton-qmc needs smoothing > 0 (a fraction of the score gaps), got {smoothing}")
+    if not 0 < band_quantile < 1:
+        raise InputError(f"newton-qmc needs 0 < band_quantile < 1, got {band_quantile}")
     n_targets = problem.targets.shape[0]
     nu = problem.weights
     levels = newton_levels(n_targets, n_samples, first_samples, growth, smoothing, first_smoothing)
     if state is None:
         h = initial_h(problem, init)
         state = {"iteration": 0, "stage": 0, "h": h, "solution": h, "tau": None, "g": None, "step": None,
-                 "halving": 0, "done": False, "samples_used": 0}
-    stage_sample, dense = None, n_targets <= dense_limit
-    final_scale = final_tol * math.sqrt(2 * n_targets / (math.pi * levels[-1][0]))
+                 "halving": 0, "scale": 1.0, "refilled": -1, "done": False, "samples_used": 0}
+    stage_sample, jacobian_points, dense = None, None, n_targets <= dense_limit
     while not state["done"] and state["iteration"] < max_iter:
         stage, h = state["stage"], state["h"]
-        n, relative = levels[min(stage, len(levels) - 1)]
-        if stage_sample is None or stage_sample.sample.key[1:] != (n,):
+        n, relative = levels[stage]
+        hard, last = relative == 0, stage == len(levels) - 1
+        if stage_sample is None or stage_sample.n != n:
             sample = problem.sample(n, (NEWTON_KEY, n), quasi)
             stage_sample = _StageSample(sample, list(sample.blocks()) if n * problem.source.dim * 4 <= cache_bytes
                                         else None)
-            head = sample.head(int(hessian_samples or 16 * n_targets))
-        refining = stage >= len(levels) - 1
-        tol = final_scale if refining else stage_tol * math.sqrt(2 * n_targets / (math.pi * n))
+        tol = (final_tol if last else stage_tol) * math.sqrt(2 * n_targets / (math.pi * n))
         if state["g"] is not None and (float(state["g"].abs().sum()) <= tol or state["halving"] > max_halvings):
-            # Next stage; past the last level, the same sample at half the temperature (see the docstring).
-            next_tau = state["tau"] / 2 if refining else None
-            state.update(stage=stage + 1, tau=next_tau, previous_g=state["g"], g=None, step=None, halving=0,
-                         done=stage + 1 - len(levels) >= max_refinements)
+            state.update(stage=stage + 1, tau=None, g=None, step=None, halving=0, done=last)
             continue
-        if state["tau"] is None:
+        if state["tau"] is None and not hard:
             state["tau"] = relative * median_gap(problem, stage_sample.sample.head(16 * n_targets), h)
-        a = 0.5 ** state["halving"] if state["g"] is not None else 0.0
+        tau = 0.0 if hard else state["tau"]
+        a = state["scale"] * 0.5 ** state["halving"] if state["g"] is not None else 0.0
         h_try = h - a * state["step"] if state["g"] is not None else h
         h_try = h_try - h_try.mean()
-        masses, potential = sample_masses(problem, stage_sample, h_try, state["tau"], None if dense else topk,
+        masses, potential = sample_masses(problem, stage_sample, h_try, tau, None if dense else topk,
                                           with_potential=True)
         g, energy = masses - nu, potential - float(nu @ h_try)
         state["samples_used"] += n
         state["iteration"] += 1
-        log = {"iteration": state["iteration"] - 1, "stage": stage, "samples": n, **mass_errors(g + nu, nu),
-               "step": a, "tau": state["tau"]}
-        if state["g"] is None and stage >= len(levels):
-            # Entropic bias is second order in tau: b(tau) ~ (4/3) (m(tau) - m(tau / 2)) at the same h.
-            log["bias_estimate"] = 4 / 3 * float((g - state["previous_g"]).abs().sum())
-            if log["bias_estimate"] <= final_scale:
-                state.update(done=True, log=log)
-                yield state
-                break
-        if state["g"] is None or energy <= state["energy"] - armijo * a * float(state["g"] @ state["step"]):
-            matrix = HessianSum.on_points(problem, head, h_try, state["tau"], None if dense else topk)
-            step = newton_direction(matrix, g, damping, floor).clamp_(-trust * state["tau"], trust * state["tau"])
-            state.update(h=h_try, solution=h_try, g=g, energy=energy, halving=0, step=step)
-        else:  # not enough decrease: halve the step; after max_halvings the stage ends where it is
+        state["log"] = log = {"iteration": state["iteration"] - 1, "stage": stage, "samples": n,
+                              **mass_errors(masses, nu), "step": a, "tau": tau}
+        if state["g"] is None:
+            accept = True
+        elif hard:
+            kept = bool((masses >= 0.5 * torch.minimum(state["g"] + nu, nu)).all())
+            accept = kept and float(g.abs().sum()) < float(state["g"].abs().sum())
+        else:
+            accept = energy <= state["energy"] - armijo * a * float(state["g"] @ state["step"])
+        if not accept:  # not enough decrease: halve the step; after max_halvings the stage ends where it is
             state["halving"] += 1
-        state["log"] = log
+            yield state
+            continue
+        if hard:
+            if jacobian_points is None:  # one fixed set for every stage (key (NEWTON_KEY, 0): no stage's)
+                jacobian_points = problem.sample(int(jacobian_samples or 64 * n_targets), (NEWTON_KEY, 0), quasi).head(
+                    int(jacobian_samples or 64 * n_targets))
+            empty = masses == 0
+            if bool(empty.any()) and state["refilled"] != stage:
+                state.update(h=refill_empty(problem, jacobian_points, h_try, empty), g=None, refilled=stage)
+                yield state
+                continue
+            try:
+                jacobian = facet_jacobian(problem, jacobian_points, h_try, band_quantile, dense)
+                step = newton_direction(jacobian, g, 0.0, 0.0, shift)
+            except _NoFacets:
+                step = torch.zeros_like(g)
+                state["halving"] = max_halvings + 1
+        else:
+            head = stage_sample.sample.head(min(n, int(hessian_samples or 16 * n_targets)))
+            hessian = HessianSum.on_points(problem, head, h_try, tau, None if dense else topk)
+            step = newton_direction(hessian, g, damping, floor).clamp_(-trust * tau, trust * tau)
+        # The next step starts at twice this one's length (at most 1): halvings cost a pass each.
+        state.update(h=h_try, solution=h_try, g=g, energy=energy, halving=0, step=step,
+                     scale=min(1.0, 2 * a) if a > 0 else state["scale"])
         yield state
 
 
