@@ -206,7 +206,8 @@ def test_facet_jacobian_matches_finite_differences_of_exact_masses(seed, n, unif
 
 def test_refill_gives_an_empty_cell_the_points_nearest_to_joining_it():
     """A target far inside the hull of the others with a very low h has an empty cell; after
-    ``refill_empty`` it wins at least one sample point, and no other cell's h moves (up to the centring)."""
+    ``refill_empty`` it wins the one sample point nearest to joining it (two at most: float32 scores at the
+    threshold), and no other cell's h moves (up to the centring)."""
     y = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [0.0, 1.0], [0.0, -0.3]])
     h = torch.tensor([0.0, 0.0, 0.0, -5.0], dtype=torch.float64)
     problem = solvers.Problem(GaussianSource(2), y, torch.full((4,), 0.25, dtype=torch.float64))
@@ -214,7 +215,7 @@ def test_refill_gives_an_empty_cell_the_points_nearest_to_joining_it():
     assert kernel.cell_counts(x, y, h)[3] == 0
     refilled = solvers.refill_empty(problem, x, h, torch.tensor([False, False, False, True]))
     counts = kernel.cell_counts(x, y, refilled)
-    assert 0 < counts[3] < 2**14 // 100
+    assert 1 <= int(counts[3]) <= 2
     assert torch.allclose((refilled - h)[:3], (refilled - h)[0].expand(3))
 
 

@@ -114,6 +114,11 @@ def _evaluate(problem: Problem, h: torch.Tensor, n_eval: int) -> dict:
     """Errors of h: exactly in 2-D (power cells clipped against the source), elsewhere on an independent
     Monte-Carlo sample (seed 12345, evaluation key) of ``n_eval`` points."""
     nu = problem.weights
+    if not bool(torch.isfinite(h).all()):  # a diverged solver (POT's ASGD overflows at small reg)
+        prefix = "exact_" if problem.targets.shape[1] == 2 else ""
+        return {f"{prefix}l1_mass_error": math.inf, f"{prefix}max_rel_mass_error": math.inf,
+                f"{prefix}empty_cells": len(nu), "diverged": True,
+                **({} if prefix else {"eval_samples": n_eval, "l1_noise_floor": math.nan})}
     if problem.targets.shape[1] == 2:
         exact = torch.from_numpy(exact_masses(problem.source, problem.targets.double().cpu().numpy(),
                                               h.double().cpu().numpy()))

@@ -358,22 +358,25 @@ class _NoFacets(Exception):
 
 
 def refill_empty(problem: Problem, x: torch.Tensor, h: torch.Tensor, empty: torch.Tensor) -> torch.Tensor:
-    """h with every empty cell i raised just enough to win one point of x.
+    """h with every empty cell i raised until it wins the one point of x nearest to joining it.
 
     A cell that holds no sample point has a zero row in the Jacobian: Newton's method cannot see it
     (Kitagawa, Merigot and Thibert start from cells of positive mass and keep them so). Cell i wins x once
-    ``h_i > u(x) - <x, y_i>`` with ``u(x) = max_j s_j(x)``; the smallest such level over x, plus a
-    margin of 1% of that level's spread over x, hands cell i the points nearest to taking it.
+    ``h_i > u(x) - <x, y_i>`` with ``u(x) = max_j s_j(x)``; h_i halfway between the smallest and the
+    second smallest of these levels over x hands it exactly one point (unless two refilled cells want the
+    same one), and Newton's steps grow it from there. (Handing it more at once, say half its target mass,
+    breaks up tight clusters of targets: the cells of a cluster then jump past each other.) Streams over
+    x, keeping the two smallest levels of every empty cell.
     """
-    h = h.clone()
-    y_empty = problem.targets[empty].double()
-    levels = []
+    h, cells = h.clone(), empty.nonzero()[:, 0]
+    y_empty = problem.targets[cells].double()
+    smallest = None
     for start, scores in score_chunks(x, problem.targets, h.to(problem.targets.dtype)):
         points = x[start:start + scores.shape[0]].to(device=h.device, dtype=torch.float64)
-        levels.append(scores.amax(dim=1).double()[:, None] - points @ y_empty.T)
-    levels = torch.cat(levels)
-    lowest = levels.amin(dim=0)
-    h[empty] = lowest + 0.01 * (levels.median(dim=0).values - lowest)
+        levels = scores.amax(dim=1).double()[:, None] - points @ y_empty.T
+        smallest = levels if smallest is None else torch.cat([smallest, levels])
+        smallest = smallest.topk(min(2, smallest.shape[0]), dim=0, largest=False, sorted=True).values
+    h[cells] = smallest.mean(0)
     return h - h.mean()
 
 
@@ -491,16 +494,15 @@ def newton_qmc(problem: Problem, state: dict | None = None, *, max_iter: int = 2
             try:
                 jacobian = facet_jacobian(problem, jacobian_points, h_try, band_quantile, dense)
                 step = newton_direction(jacobian, g, 0.0, 0.0, shift)
-            except _NoFacets:
-                step = torch.zeros_like(g)
-                state["halving"] = max_halvings + 1
+            except _NoFacets:  # nothing to go on: the stage ends here (see the halving rule above)
+                step = None
         else:
             head = stage_sample.sample.head(min(n, int(hessian_samples or 16 * n_targets)))
             hessian = HessianSum.on_points(problem, head, h_try, tau, None if dense else topk)
             step = newton_direction(hessian, g, damping, floor).clamp_(-trust * tau, trust * tau)
         # The next step starts at twice this one's length (at most 1): halvings cost a pass each.
-        state.update(h=h_try, solution=h_try, g=g, energy=energy, halving=0, step=step,
-                     scale=min(1.0, 2 * a) if a > 0 else state["scale"])
+        state.update(h=h_try, solution=h_try, g=g, energy=energy, halving=0 if step is not None else max_halvings + 1,
+                     step=step, scale=min(1.0, 2 * a) if a > 0 else state["scale"])
         yield state
 
 
