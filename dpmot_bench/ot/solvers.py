@@ -401,13 +401,13 @@ def newton_levels(n_targets: int, n_samples: int | None, first_samples: int | No
 
 def newton_qmc(problem: Problem, state: dict | None = None, *, max_iter: int = 200, n_samples: int | None = None,
                first_samples: int | None = None, growth: int = 4, quasi: bool = True, smoothing: float = 0.25,
-               first_smoothing: float | None = None, topk: int = 8, damping: float = 1e-3, floor: float = 1e-2,
+               first_smoothing: float | None = 4.0, topk: int = 8, damping: float = 1e-3, floor: float = 1e-2,
                trust: float = 4.0, armijo: float = 1e-4, stage_tol: float = 0.5, final_tol: float = 0.1,
                max_halvings: int = 6, band_quantile: float = 0.2, shift: float = 1e-2, init: str = "moment-matched",
                dense_limit: int = 4096, hessian_samples: int | None = None, jacobian_samples: int | None = None,
                cache_bytes: int = 2**30):
     """Multiscale damped Newton on the hard cell masses, on quasi-Monte-Carlo samples (this toolkit's fast
-    solver), with an optional entropic warm-up.
+    solver), after an entropic warm-up.
 
     Every stage fixes a source sample (scrambled Sobol points through the inverse CDF when ``quasi``; key
     ``(NEWTON_KEY, n)``); the stages (:func:`newton_levels`) use samples growing ``growth``-fold from
@@ -421,12 +421,15 @@ def newton_qmc(problem: Problem, state: dict | None = None, *, max_iter: int = 2
     first given one point, :func:`refill_empty`). On a fixed sample the hard energy is piecewise linear:
     its gradient norm ``|g|_1``, the error we report, is the measure to decrease.
 
-    Entropic warm-up (``first_smoothing`` not None): on the first sample, the entropic semi-dual at
+    Entropic warm-up (unless ``first_smoothing`` is None): on the first sample, the entropic semi-dual at
     ``tau = c * (median gap between the two best scores)``, c halving from ``first_smoothing`` to
     ``smoothing``: ``g = mean_x softmax(s(x) / tau) - nu``, ``H`` its Hessian (:class:`HessianSum`, on the
     first ``hessian_samples`` points; over each point's ``topk`` best targets above ``dense_limit``),
-    ``h <- h - a clip((H + R)^{-1} g, +-trust tau)`` with Armijo backtracking on the sample's energy. It
-    only pays where the initial h is far off (the moment-matched start is usually close enough).
+    ``h <- h - a clip((H + R)^{-1} g, +-trust tau)`` with Armijo backtracking on the sample's energy. On by
+    default: the smoothed masses are smooth in h, so it brings h from far off (clustered data latents,
+    where the moment-matched start leaves whole clusters of cells empty and the hard Newton steps stall)
+    to where the hard steps converge. Targets spread like the source (Gaussian targets from a Gaussian
+    source) need none: ``first_smoothing=None`` skips it.
 
     A stage ends once ``|g|_1`` is below ``stage_tol`` (``final_tol`` in the last stage) times
     ``sqrt(2 N / (pi n))``, the l1 error of n Monte-Carlo points, or after ``max_halvings`` failed
