@@ -215,15 +215,25 @@ def _accuracy(row: dict) -> tuple[float, float, str]:
     return float(row["l1_mass_error"]), float(row["max_rel_mass_error"]), f"MC {int(row['eval_samples'])}"
 
 
+def _curve(rows: list[dict], solver: str, d: int) -> list[dict]:
+    """One solver's logged points in dimension d, by solver time."""
+    return sorted((r for r in rows if (r["solver"], r["d"]) == (solver, d)), key=lambda r: r["seconds"])
+
+
+def _first_hit(curve: list[dict], l1: float, max_rel: float = math.inf) -> dict | None:
+    """The first point of ``curve`` with both errors within bounds (None: never)."""
+    return next((r for r in curve if _accuracy(r)[0] <= l1 and _accuracy(r)[1] <= max_rel), None)
+
+
 def time_to_accuracy(rows: list[dict], l1: float = 0.01, max_rel: float = 0.1) -> list[dict]:
     """Per (solver, d): the first time both errors are met, else the best errors reached and when."""
     summary = []
-    for key in sorted({(r["solver"], r["d"]) for r in rows}):
-        curve = sorted((r for r in rows if (r["solver"], r["d"]) == key), key=lambda r: r["seconds"])
+    for solver, d in sorted({(r["solver"], r["d"]) for r in rows}):
+        curve = _curve(rows, solver, d)
         errors = [_accuracy(r) for r in curve]
-        hit = next((r for r, e in zip(curve, errors) if e[0] <= l1 and e[1] <= max_rel), None)
+        hit = _first_hit(curve, l1, max_rel)
         best = min(range(len(curve)), key=lambda i: errors[i][0])
-        summary.append({"solver": key[0], "d": key[1], "N": curve[0]["N"], "measured": errors[0][2],
+        summary.append({"solver": solver, "d": d, "N": curve[0]["N"], "measured": errors[0][2],
                         "reached": hit is not None, "seconds_to_goal": hit["seconds"] if hit else None,
                         "best_l1": errors[best][0], "best_max_rel": min(e[1] for e in errors),
                         "seconds_at_best_l1": curve[best]["seconds"],
@@ -233,8 +243,8 @@ def time_to_accuracy(rows: list[dict], l1: float = 0.01, max_rel: float = 0.1) -
 
 def _seconds_to_l1(rows: list[dict], solver: str, d: int, l1: float) -> float | None:
     """The first solver time at which ``solver`` reaches an l1 error of at most ``l1`` (None: never)."""
-    curve = sorted((r for r in rows if r["solver"] == solver and r["d"] == d), key=lambda r: r["seconds"])
-    return next((float(r["seconds"]) for r in curve if _accuracy(r)[0] <= l1), None)
+    hit = _first_hit(_curve(rows, solver, d), l1)
+    return float(hit["seconds"]) if hit else None
 
 
 # ------------------------------------------------------------------------------------------ scale

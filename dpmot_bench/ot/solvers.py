@@ -323,9 +323,9 @@ def facet_distances(problem: Problem, x: torch.Tensor, h: torch.Tensor, k: int =
 
 
 def facet_jacobian(problem: Problem, x: torch.Tensor, h: torch.Tensor, band_quantile: float,
-                   dense: bool) -> torch.Tensor:
+                   dense: bool) -> torch.Tensor | None:
     """The Jacobian of the hard cell masses, ``J = d m / d h``, estimated on the points x (held by every
-    process).
+    process); None when no point lies near a facet (the sample shows no curvature).
 
     ``J_ij = -mu(F_ij) / |y_i - y_j|`` for neighbours i != j (F_ij their common facet, mu its surface
     measure) and ``J_ii = -sum_{j != i} J_ij`` (Kitagawa, Merigot and Thibert 2019): a graph Laplacian,
@@ -342,7 +342,7 @@ def facet_jacobian(problem: Problem, x: torch.Tensor, h: torch.Tensor, band_quan
     band = float(nearest.kthvalue(max(1, int(band_quantile * nearest.numel()))).values)
     near = t < band
     if band <= 0 or not bool(near.any()):
-        raise _NoFacets()
+        return None
     i, j = best[:, None].expand_as(others)[near], others[near]
     w = 1 / (2 * x.shape[0] * band * distance[near])
     index = torch.cat([torch.stack([i, j]), torch.stack([j, i]), torch.stack([i, i]), torch.stack([j, j])], 1)
@@ -351,10 +351,6 @@ def facet_jacobian(problem: Problem, x: torch.Tensor, h: torch.Tensor, band_quan
         flat = torch.zeros(n_targets * n_targets, dtype=torch.float64, device=problem.device)
         return flat.index_add_(0, index[0] * n_targets + index[1], values).view(n_targets, n_targets)
     return torch.sparse_coo_tensor(index, values, (n_targets, n_targets)).coalesce()
-
-
-class _NoFacets(Exception):
-    """No sample point lies near a facet: the hard masses show no curvature on this sample."""
 
 
 def refill_empty(problem: Problem, x: torch.Tensor, h: torch.Tensor, empty: torch.Tensor) -> torch.Tensor:
@@ -467,9 +463,13 @@ def newton_qmc(problem: Problem, state: dict | None = None, *, max_iter: int = 2
         a = state["scale"] * 0.5 ** state["halving"] if state["g"] is not None else 0.0
         h_try = h - a * state["step"] if state["g"] is not None else h
         h_try = h_try - h_try.mean()
-        masses, potential = sample_masses(problem, stage_sample, h_try, tau, None if dense else topk,
-                                          with_potential=True)
-        g, energy = masses - nu, potential - float(nu @ h_try)
+        if hard:  # the hard steps are judged by |g|_1; only the entropic ones need the energy
+            masses, energy = sample_masses(problem, stage_sample, h_try), None
+        else:
+            masses, potential = sample_masses(problem, stage_sample, h_try, tau, None if dense else topk,
+                                              with_potential=True)
+            energy = potential - float(nu @ h_try)
+        g = masses - nu
         state["samples_used"] += n
         state["iteration"] += 1
         state["log"] = log = {"iteration": state["iteration"] - 1, "stage": stage, "samples": n,
@@ -487,18 +487,16 @@ def newton_qmc(problem: Problem, state: dict | None = None, *, max_iter: int = 2
             continue
         if hard:
             if jacobian_points is None:  # one fixed set for every stage (key (NEWTON_KEY, 0): no stage's)
-                jacobian_points = problem.sample(int(jacobian_samples or 64 * n_targets), (NEWTON_KEY, 0), quasi).head(
-                    int(jacobian_samples or 64 * n_targets))
+                m = int(jacobian_samples or 64 * n_targets)
+                jacobian_points = problem.sample(m, (NEWTON_KEY, 0), quasi).head(m)
             empty = masses == 0
             if bool(empty.any()) and state["refilled"] != stage:
                 state.update(h=refill_empty(problem, jacobian_points, h_try, empty), g=None, refilled=stage)
                 yield state
                 continue
-            try:
-                jacobian = facet_jacobian(problem, jacobian_points, h_try, band_quantile, dense)
-                step = newton_direction(jacobian, g, 0.0, 0.0, shift)
-            except _NoFacets:  # nothing to go on: the stage ends here (see the halving rule above)
-                step = None
+            jacobian = facet_jacobian(problem, jacobian_points, h_try, band_quantile, dense)
+            # No facet in the band: nothing to go on, the stage ends here (the halving rule above).
+            step = None if jacobian is None else newton_direction(jacobian, g, 0.0, 0.0, shift)
         else:
             head = stage_sample.sample.head(min(n, int(hessian_samples or 16 * n_targets)))
             hessian = HessianSum.on_points(problem, head, h_try, tau, None if dense else topk)
