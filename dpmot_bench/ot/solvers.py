@@ -399,7 +399,8 @@ def newton_qmc(problem: Problem, state: dict | None = None, *, max_iter: int = 2
                first_samples: int | None = None, growth: int = 4, quasi: bool = True, smoothing: float = 0.25,
                first_smoothing: float | None = 4.0, topk: int = 8, damping: float = 1e-3, floor: float = 1e-2,
                trust: float = 4.0, armijo: float = 1e-4, stage_tol: float = 0.5, final_tol: float = 0.1,
-               max_halvings: int = 6, band_quantile: float = 0.2, shift: float = 1e-2, init: str = "moment-matched",
+               max_halvings: int = 6, warmup_iter: int = 10, band_quantile: float = 0.2, shift: float = 1e-2,
+               init: str = "moment-matched",
                dense_limit: int = 4096, hessian_samples: int | None = None, jacobian_samples: int | None = None,
                cache_bytes: int = 2**30):
     """Multiscale damped Newton on the hard cell masses, on quasi-Monte-Carlo samples (this toolkit's fast
@@ -429,7 +430,8 @@ def newton_qmc(problem: Problem, state: dict | None = None, *, max_iter: int = 2
 
     A stage ends once ``|g|_1`` is below ``stage_tol`` (``final_tol`` in the last stage) times
     ``sqrt(2 N / (pi n))``, the l1 error of n Monte-Carlo points, or after ``max_halvings`` failed
-    halvings. Why it is fast: early stages are cheap and move h most of the way; quasi-Monte-Carlo points
+    halvings; a warm-up level also after ``warmup_iter`` passes (its steps are clipped to a few tau, so
+    where tau is tiny, as inside tight clusters, it would crawl: the hard steps take over from there). Why it is fast: early stages are cheap and move h most of the way; quasi-Monte-Carlo points
     integrate the cells far more accurately than Monte-Carlo ones in low dimension; near the solution
     Newton converges in a few passes over the final sample.
     """
@@ -442,8 +444,8 @@ def newton_qmc(problem: Problem, state: dict | None = None, *, max_iter: int = 2
     levels = newton_levels(n_targets, n_samples, first_samples, growth, smoothing, first_smoothing)
     if state is None:
         h = initial_h(problem, init)
-        state = {"iteration": 0, "stage": 0, "h": h, "solution": h, "tau": None, "g": None, "step": None,
-                 "halving": 0, "scale": 1.0, "refilled": -1, "done": False, "samples_used": 0}
+        state = {"iteration": 0, "stage": 0, "stage_start": 0, "h": h, "solution": h, "tau": None, "g": None,
+                 "step": None, "halving": 0, "scale": 1.0, "refilled": -1, "done": False, "samples_used": 0}
     stage_sample, jacobian_points, dense = None, None, n_targets <= dense_limit
     while not state["done"] and state["iteration"] < max_iter:
         stage, h = state["stage"], state["h"]
@@ -454,8 +456,11 @@ def newton_qmc(problem: Problem, state: dict | None = None, *, max_iter: int = 2
             stage_sample = _StageSample(sample, list(sample.blocks()) if n * problem.source.dim * 4 <= cache_bytes
                                         else None)
         tol = (final_tol if last else stage_tol) * math.sqrt(2 * n_targets / (math.pi * n))
-        if state["g"] is not None and (float(state["g"].abs().sum()) <= tol or state["halving"] > max_halvings):
-            state.update(stage=stage + 1, tau=None, g=None, step=None, halving=0, done=last)
+        warmed_up = not hard and state["iteration"] - state["stage_start"] >= warmup_iter
+        if state["g"] is not None and (float(state["g"].abs().sum()) <= tol or state["halving"] > max_halvings
+                                       or warmed_up):
+            state.update(stage=stage + 1, stage_start=state["iteration"], tau=None, g=None, step=None, halving=0,
+                         done=last)
             continue
         if state["tau"] is None and not hard:
             state["tau"] = relative * median_gap(problem, stage_sample.sample.head(16 * n_targets), h)
