@@ -64,7 +64,10 @@ def test_store_round_trip_and_corrupt_file(tmp_path):
     store.write(cell, {"w2": 0.5})
     assert store.done(cell) and store.rows()[0]["w2"] == 0.5
     assert ResultStore(tmp_path, resume=True).done(cell)
-    assert not ResultStore(tmp_path, resume=False).done(cell)  # a fresh run starts clean
+    (tmp_path / "maps").mkdir()
+    (tmp_path / "maps" / "gmm-ring8-dpm-ot.npz").write_bytes(b"a map fitted by older code")
+    assert not ResultStore(tmp_path, resume=False).done(cell)  # a fresh run starts clean ...
+    assert not (tmp_path / "maps").exists()  # ... reusing no fitted map either
     store = ResultStore(tmp_path, resume=True)
     (store.cells / "broken.json").write_text("{not json")
     with pytest.raises(CorruptFileError, match="--resume"):

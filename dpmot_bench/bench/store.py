@@ -46,14 +46,21 @@ class Cell:
         return f"{readable}-{hashlib.sha256(text.encode()).hexdigest()[:10]}".replace("/", "_")
 
 
+# What a run writes into its work directory: result cells, fitted OT maps, sample sets.
+RUN_PRODUCTS = ("cells", "maps", "samples")
+
+
 class ResultStore:
-    """Finished cells of one run directory."""
+    """Finished cells of one run directory. A fresh run (not ``resume``) first deletes every product of an
+    earlier run there (``RUN_PRODUCTS``), so nothing computed by older code (a map fitted by an older
+    solver, say) leaks into it; only ``resume`` reuses them."""
 
     def __init__(self, directory: str | Path, resume: bool = False):
         self.directory = ensure_writable_dir(Path(directory))
         self.cells = self.directory / "cells"
-        if not resume and self.cells.exists():
-            shutil.rmtree(self.cells)
+        if not resume:
+            for product in RUN_PRODUCTS:
+                shutil.rmtree(self.directory / product, ignore_errors=True)
         self.cells.mkdir(exist_ok=True)
 
     def path(self, cell: Cell) -> Path:
