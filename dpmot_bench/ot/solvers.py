@@ -279,8 +279,9 @@ def _conjugate_gradients(matvec, b: torch.Tensor, diagonal: torch.Tensor, rtol: 
 
 
 @dataclass(frozen=True)
-class _StageSample:
-    """A stage's sample, its blocks kept in memory (``cached``) when they fit, else redrawn at each pass."""
+class HeldSample:
+    """A sample whose blocks are kept in memory (``cached``; a stage's, when they fit), else redrawn at
+    each pass."""
 
     sample: SourceSample
     cached: list | None
@@ -453,7 +454,7 @@ def newton_qmc(problem: Problem, state: dict | None = None, *, max_iter: int = 2
         hard, last = relative == 0, stage == len(levels) - 1
         if stage_sample is None or stage_sample.n != n:
             sample = problem.sample(n, (NEWTON_KEY, n), quasi)
-            stage_sample = _StageSample(sample, list(sample.blocks()) if n * problem.source.dim * 4 <= cache_bytes
+            stage_sample = HeldSample(sample, list(sample.blocks()) if n * problem.source.dim * 4 <= cache_bytes
                                         else None)
         tol = (final_tol if last else stage_tol) * math.sqrt(2 * n_targets / (math.pi * n))
         warmed_up = not hard and state["iteration"] - state["stage_start"] >= warmup_iter
