@@ -165,3 +165,27 @@ def test_bad_suite_and_output_errors(tmp_path):
                                 timeout=120)
         assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (blocked.parent / "sub").exists()
+
+
+def test_solver_report_states_the_time_goal_and_its_cost(tmp_path):
+    """The OT solver section of the report, on made-up rows: the first logged point within both error
+    bounds decides the time to the goal; over 10 s it says so with the cost of one final-sample pass; a
+    solver that never gets there is reported with its best error and how fast newton-qmc reaches it."""
+    from dpmot_bench.bench.ot_bench import _solver_markdown
+
+    def row(solver, seconds, l1, max_rel, **extra):
+        return {"solver": solver, "N": 1000, "d": 16, "iteration": 0, "seconds": seconds, "source_samples": 0,
+                "threads": 2, "suite": "full", "l1_mass_error": l1, "max_rel_mass_error": max_rel,
+                "empty_cells": 0, "eval_samples": 2**24, "l1_noise_floor": 0.0062, **extra}
+
+    cost = {"final_samples": 8192000, "final_pass_seconds": 9.0}
+    newton = [row("newton-qmc", 5.0, 0.03, 0.2, **cost), row("newton-qmc", 30.0, 0.009, 0.2, **cost),
+              row("newton-qmc", 35.0, 0.0095, 0.05, **cost)]
+    adam = [row("adam-mc", 66.0, 0.038, 0.17)]
+    text = _solver_markdown(pd.DataFrame(newton + adam), tmp_path)
+    assert "reaches the accuracy goal in 35.00 s: **not** within the 10 s goal" in text
+    assert "final sample of 8192000 points takes 9.0 s" in text
+    assert "adam-mc never reaches the goal" in text and "5.00 s for adam-mc's best l1 (13x faster)" in text
+    fast = [{**r, "seconds": r["seconds"] / 10} for r in newton]
+    text = _solver_markdown(pd.DataFrame(fast + adam), tmp_path)
+    assert "in 3.50 s: **within** the 10 s goal." in text and "final sample" not in text
