@@ -189,3 +189,29 @@ def test_solver_report_states_the_time_goal_and_its_cost(tmp_path):
     fast = [{**r, "seconds": r["seconds"] / 10} for r in newton]
     text = _solver_markdown(pd.DataFrame(fast + adam), tmp_path)
     assert "in 3.50 s: **within** the 10 s goal." in text and "final sample" not in text
+
+
+@given(seed=st.integers(0, 10**6), n_targets=st.integers(2, 12), reg=st.sampled_from([0.05, 0.2, 1.0]))
+def test_pot_semi_dual_potentials_become_our_h(seed, n_targets, reg):
+    """The conversion of POT's semi-dual v into h, checked with an independent entropic solution (POT's
+    Sinkhorn on the same points): its plan's column scalings b_j give v_j = reg log(b_j / nu_j) up to a
+    constant, and the converted h must give POT's plan as softmax((<x, y_j> + h_j) / reg) rows, whose column
+    sums are the target weights."""
+    import ot as pot
+    import torch
+
+    from dpmot_bench.bench.ot_bench import h_from_semi_dual
+    from dpmot_bench.ot import kernel
+
+    rng = np.random.default_rng(seed)
+    x, y = rng.normal(size=(60, 2)), rng.normal(size=(n_targets, 2))
+    nu = rng.dirichlet(np.ones(n_targets))
+    a = np.full(len(x), 1 / len(x))
+    plan, log = pot.sinkhorn(a, nu, pot.dist(x, y) / 2, reg, method="sinkhorn_log", log=True,
+                             numItermax=100_000, stopThr=1e-13)
+    v = reg * (log["log_v"] - np.log(nu))
+    h = h_from_semi_dual(v, y, nu, reg)
+    rows = torch.softmax((torch.from_numpy(x) @ torch.from_numpy(y).T + h) / reg, dim=1).numpy()
+    assert np.allclose(rows / len(x), plan, atol=1e-10)
+    masses = kernel.soft_masses(torch.from_numpy(x), torch.from_numpy(y), h, reg).numpy() / len(x)
+    assert np.allclose(masses, nu, atol=1e-8)
