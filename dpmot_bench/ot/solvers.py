@@ -432,9 +432,11 @@ def newton_qmc(problem: Problem, state: dict | None = None, *, max_iter: int = 2
     A stage ends once ``|g|_1`` is below ``stage_tol`` (``final_tol`` in the last stage) times
     ``sqrt(2 N / (pi n))``, the l1 error of n Monte-Carlo points, or after ``max_halvings`` failed
     halvings; a warm-up level also after ``warmup_iter`` passes (its steps are clipped to a few tau, so
-    where tau is tiny, as inside tight clusters, it would crawl: the hard steps take over from there). Why it is fast: early stages are cheap and move h most of the way; quasi-Monte-Carlo points
-    integrate the cells far more accurately than Monte-Carlo ones in low dimension; near the solution
-    Newton converges in a few passes over the final sample.
+    where tau is tiny, as inside tight clusters, it would crawl: the hard steps take over from there).
+
+    Why it is fast: early stages are cheap and move h most of the way; quasi-Monte-Carlo points integrate
+    the cells far more accurately than Monte-Carlo ones in low dimension; near the solution Newton
+    converges in a few passes over the final sample.
     """
     if not smoothing > 0:
         raise InputError(f"newton-qmc needs smoothing > 0 (a fraction of the score gaps), got {smoothing}")
