@@ -90,19 +90,36 @@ def test_identical_sets_are_at_distance_zero():
     assert abs(frechet_distance(x, x)) <= 1e-10 * np.trace(np.cov(x, rowvar=False))
 
 
-def test_singular_product_falls_back_to_eps_offset():
-    # A rank-1 covariance times a full one: scipy's sqrtm returns non-finite entries, pytorch-fid adds eps.
+def test_singular_product_falls_back_to_eps_offset(monkeypatch):
+    """pytorch-fid's fallback: where scipy's sqrtm of the product is not finite, eps is added to both
+    diagonals. A rank-1 covariance times a full one made scipy < 1.17 fail; 1.17 handles it, so the first
+    sqrtm is made to fail here and the branch runs on every scipy; unpatched, whichever path scipy takes
+    must give the same distance within the eps bound."""
+    import dpmot_bench.metrics.frechet as frechet
+
     cov1 = np.array([[2.0, -2, -2], [-2, 2, 2], [-2, 2, 2]])
     cov2 = np.array([[8.0, 0, 2], [0, 8, -2], [2, -2, 1]])
     mu = np.zeros(3)
     eps = 1e-6
-    with pytest.warns(RuntimeWarning, match="singular"):
-        got = frechet_distance_from_stats(mu, cov1, mu, cov2, eps=eps)
     # tr sqrt(S1 S2) is the nuclear norm of S1^{1/2} S2^{1/2}; |(S + eps I)^{1/2} - S^{1/2}| <= sqrt(eps) in
     # operator norm, so the trace moves by at most d sqrt(eps) (|S1|^{1/2} + |S2 + eps|^{1/2}); FD by twice it.
     d = 3
     bound = 2 * d * math.sqrt(eps) * (math.sqrt(np.linalg.norm(cov1, 2)) + math.sqrt(np.linalg.norm(cov2, 2) + eps))
-    assert abs(got - frechet_by_eigh(mu, cov1, mu, cov2)) <= bound
+    exact = frechet_by_eigh(mu, cov1, mu, cov2)
+    assert abs(frechet_distance_from_stats(mu, cov1, mu, cov2, eps=eps) - exact) <= bound
+
+    real_sqrtm, products = frechet.linalg.sqrtm, []
+
+    def fails_first(product):
+        products.append(product)
+        return np.full_like(product, np.nan) if len(products) == 1 else real_sqrtm(product)
+
+    monkeypatch.setattr(frechet.linalg, "sqrtm", fails_first)
+    with pytest.warns(RuntimeWarning, match="singular"):
+        got = frechet_distance_from_stats(mu, cov1, mu, cov2, eps=eps)
+    offset = eps * np.eye(d)
+    assert len(products) == 2 and np.allclose(products[1], (cov1 + offset) @ (cov2 + offset), rtol=0, atol=1e-15)
+    assert abs(got - exact) <= bound
 
 
 def test_sampling_bias_shrinks_like_d_squared_over_n():
