@@ -1,11 +1,9 @@
 """The benchmark harness and the report: crash safety, resume, statistics, claims, errors."""
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from dataclasses import replace
 
 import numpy as np
@@ -77,27 +75,25 @@ def test_store_round_trip_and_corrupt_file(tmp_path):
 def test_resume_after_kill_loses_and_duplicates_nothing(tmp_path):
     """SIGKILL a run mid-way, resume it, and compare with an uninterrupted run."""
     env = {**os.environ, "DPMOT_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
-    script = textwrap.dedent(f"""
-        import sys, time
+    # The run kills itself inside its fifth sampling cell, after four have been written: no clock involved.
+    script = textwrap.dedent("""
+        import os, signal, sys
         from tests.test_bench import BASELINE_SUITE
         from dpmot_bench.bench import tasks
         from dpmot_bench.bench.runner import run_suite
-        slow = tasks.TASKS["sample"]
-        def sample_slowly(ctx, cell):
-            time.sleep(0.3)  # leave time to be killed between and inside cells
-            return slow(ctx, cell)
-        tasks.TASKS["sample"] = sample_slowly
+        sample, calls = tasks.TASKS["sample"], []
+        def killed_in_the_fifth(ctx, cell):
+            calls.append(cell)
+            if len(calls) == 5:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return sample(ctx, cell)
+        tasks.TASKS["sample"] = killed_in_the_fifth
         run_suite(BASELINE_SUITE, sys.argv[1], progress=False)
     """)
     interrupted = tmp_path / "interrupted"
-    process = subprocess.Popen([sys.executable, "-c", script, str(interrupted)], env=env,
-                               cwd=os.path.dirname(os.path.dirname(__file__)))
+    subprocess.run([sys.executable, "-c", script, str(interrupted)], env=env,
+                   cwd=os.path.dirname(os.path.dirname(__file__)))
     cells_dir = interrupted / "work" / "cells"
-    deadline = time.time() + 120
-    while time.time() < deadline and (not cells_dir.exists() or len(list(cells_dir.glob("*.json"))) < 4):
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
     finished = len(list(cells_dir.glob("*.json")))
     total = len(expand(BASELINE_SUITE))
     assert 4 <= finished < total, "the run must be killed mid-way for this test to mean anything"
