@@ -197,8 +197,11 @@ def _pot_asgd(problem: Problem, n_source: int, reg: float, iterations: list[int]
                                                                random_state=0)
         return time.perf_counter() - start, h_from_semi_dual(v, y, nu, reg)
 
-    lr = min(learning_rates, key=lambda lr: _accuracy(_evaluate(problem, run(tune_iterations, lr)[1], 2**20))[0])
-    return [(count, seconds, n_source, h) for count in iterations for seconds, h in [run(count, lr)]], lr
+    tuning = {lr: run(tune_iterations, lr) for lr in learning_rates}
+    lr = min(learning_rates, key=lambda lr: _accuracy(_evaluate(problem, tuning[lr][1], 2**20))[0])
+    # POT's runs are deterministic (random_state=0): the tuning run at the chosen rate is that count's run.
+    runs = {count: tuning[lr] if count == tune_iterations else run(count, lr) for count in iterations}
+    return [(count, seconds, n_source, h) for count, (seconds, h) in runs.items()], lr
 
 
 def solver_benchmark(suite: str = "quick", device: str = "cpu", progress: bool = False) -> list[dict]:
@@ -237,9 +240,10 @@ def solver_benchmark(suite: str = "quick", device: str = "cpu", progress: bool =
         else:
             n_source = 20 * n_targets if quick else 32 * n_targets
             counts = [10**k for k in range(3, 6 if quick else 7)]
-            snapshots, lr = _pot_asgd(problem, n_source, reg=0.01, iterations=counts,
+            reg = 0.01
+            snapshots, lr = _pot_asgd(problem, n_source, reg, iterations=counts,
                                       tune_iterations=counts[1 if quick else 2])
-            extra = {"pot_reg": 0.01, "pot_lr": lr}
+            extra = {"pot_reg": reg, "pot_lr": lr}
         for iteration, seconds, samples, h in snapshots:
             rows.append({"solver": solver, "N": n_targets, "d": d, "iteration": iteration, "seconds": seconds,
                          "source_samples": samples, "threads": torch.get_num_threads(), "suite": suite,
