@@ -128,7 +128,57 @@ def test_prdc_matches_the_prdc_package(seed, n_real, n_fake, dim, shift, k):
 def test_prdc_of_identical_sets():
     x = np.random.default_rng(0).standard_normal((300, 4))
     got = precision_recall_density_coverage(x, x)
-    assert got["precision"] == got["recall"] == got["coverage"] == 1.0
+    # Each point's ball holds its copy and, at exactly the radius, not its k-th neighbour (strict <).
+    assert got == {"precision": 1.0, "recall": 1.0, "density": 1.0, "coverage": 1.0}
+
+
+def _prdc_package(real, fake, k):
+    with contextlib.redirect_stdout(io.StringIO()):  # prdc prints the set sizes
+        return {key: float(value) for key, value in prdc.compute_prdc(real, fake, k).items()}
+
+
+def _prdc_case(case, seed, n, dim):
+    rng = np.random.default_rng(seed)
+    real = rng.standard_normal((n, dim))
+    if case == "copies":
+        return real, real  # one object: sklearn (in prdc) then zeroes the self-distances as we get them
+    if case == "near-duplicates":
+        return real, real + 1e-6 * rng.standard_normal((n, dim))
+    return real, 0.3 + 1.2 * rng.standard_normal((n + 17, dim))
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+@pytest.mark.parametrize("k", [1, 3, 5])
+@pytest.mark.parametrize("case", ["copies", "near-duplicates", "random"])
+@pytest.mark.parametrize("seed, n, dim", [(0, 200, 4), (1, 120, 16), (2, 60, 1)])
+def test_prdc_matches_the_prdc_package_on_copies_and_near_duplicates(case, seed, n, dim, k, chunked, monkeypatch):
+    # prdc.compute_prdc(real, fake, nearest_k): radius = (nearest_k + 1)-th smallest distance to the own set,
+    # self included (get_kth_value(..., k=nearest_k + 1)), density divides by nearest_k: our k is its nearest_k.
+    real, fake = _prdc_case(case, seed, n, dim)
+    expected = _prdc_package(real, fake, k)
+    if chunked:
+        monkeypatch.setattr(_points, "_CHUNK_ENTRIES", 7)
+    got = precision_recall_density_coverage(real, fake, k)
+    # shares of points: the same counts over the same n, so equal floats
+    for key in ("precision", "recall", "coverage"):
+        assert got[key] == expected[key], key
+    # density: the same count of (fake, real ball) hits, divided in a different order
+    assert round(got["density"] * k * len(fake)) == round(expected["density"] * k * len(fake))
+    assert got["density"] == pytest.approx(expected["density"], rel=0, abs=1e-12)
+    if case == "copies":
+        assert got == {"precision": 1.0, "recall": 1.0, "density": 1.0, "coverage": 1.0}
+
+
+def test_prdc_distances_are_one_function():
+    # radii and comparisons both from pairwise_distances: a copy is at 0, and the k-th neighbour's
+    # distance as a radius compares equal to itself as a fake-real distance
+    rng = np.random.default_rng(4)
+    x = torch.from_numpy(rng.standard_normal((50, 8)) * 30 + 100)  # large norms: the matrix product cancels
+    full = _points.pairwise_distances(x, x)
+    assert (full.diagonal() == 0).all() and torch.equal(full, full.T)
+    assert torch.equal(_points.kth_nearest_distances(x, 4), full.kthvalue(4, dim=1).values)
+    dist, index = _points.knn_distances(x, x, 4)
+    assert torch.equal(dist, full.gather(1, index))
 
 
 @pytest.fixture

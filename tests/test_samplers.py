@@ -168,11 +168,11 @@ def test_euler_and_ancestral_equal_diffusers_ddim(steps):
         assert (ours - theirs).abs().max() <= _tolerance(grid, ours), eta
 
 
-@pytest.mark.parametrize("steps", [3, 10, 20])
+@pytest.mark.parametrize("steps", [3, 10, 14, 15, 20])
 @pytest.mark.parametrize("order", [2, 3])
 def test_dpmpp_equals_diffusers_dpmsolver(steps, order):
-    """Our DPM-Solver++(2M/3M) == diffusers' DPMSolverMultistepScheduler on its grid. diffusers lowers the
-    order of the second-to-last step only below 15 steps, hence lower_order_final = steps < 15."""
+    """Our DPM-Solver++(2M/3M) with its defaults == diffusers' DPMSolverMultistepScheduler on its grid, on
+    both sides of diffusers' 15-step threshold for lowering the order of the last steps."""
     scheduler = make_scheduler("diffusers-dpmpp-2m", solver_order=order)
     scheduler.set_timesteps(steps)
     grid = scheduler.sigmas.double()
@@ -180,7 +180,7 @@ def test_dpmpp_equals_diffusers_dpmsolver(steps, order):
     theirs = run_scheduler(scheduler, eps_model_for(scheduler, MODEL), z)
     x_ve = z * float(math.sqrt(1 + grid[0] ** 2))
     ours = (sample_dpmpp_2m(MODEL, x_ve, grid) if order == 2 else
-            sample_dpmpp_3m(MODEL, x_ve, grid, lower_order_final=steps < 15))
+            sample_dpmpp_3m(MODEL, x_ve, grid))
     assert (ours - theirs).abs().max() <= _tolerance(grid, ours)
 
 

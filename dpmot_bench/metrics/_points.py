@@ -40,12 +40,32 @@ def row_chunks(n_rows: int, n_cols: int):
         yield slice(start, start + step)
 
 
+def pairwise_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Euclidean distances (..., n, m) between the rows of ``a`` (..., n, d) and ``b`` (..., m, d), each one
+    computed directly as ``sqrt(sum (a - b)^2)``, not by the matrix-product form ``|a|^2 + |b|^2 - 2<a, b>``
+    (which loses small distances to cancellation). A pair's value does not depend on which other rows are
+    in the block (or batch), so distances computed here in different chunks compare exactly."""
+    return torch.cdist(a, b, compute_mode="donot_use_mm_for_euclid_dist")
+
+
+def kth_nearest_distances(points: torch.Tensor, kth: int) -> torch.Tensor:
+    """The ``kth`` smallest distance from each row of ``points`` to the rows of ``points`` (itself included,
+    at distance 0), from :func:`pairwise_distances`, blockwise."""
+    if kth > points.shape[0]:
+        raise InputError(f"need at least {kth} rows for the {kth}-th nearest neighbour, got {points.shape[0]}")
+    out = torch.empty(points.shape[0], dtype=points.dtype, device=points.device)
+    for rows in row_chunks(points.shape[0], points.shape[0]):
+        out[rows] = pairwise_distances(points[rows], points).kthvalue(kth, dim=1).values
+    return out
+
+
 def knn_distances(query: torch.Tensor, reference: torch.Tensor, k: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """Distances (ascending) and indices of the ``k`` nearest reference rows of each query row, (n, k).
 
     Neighbours are found blockwise with ``torch.cdist`` on the inputs' device (10^4 x 10^4 sets never
     build the whole matrix); their distances are then recomputed as ``|q - r|`` directly, because the
-    matrix-product form loses the small ones to cancellation: an exact copy is at distance exactly 0."""
+    matrix-product form loses the small ones to cancellation: an exact copy is at distance exactly 0. The
+    recomputed values are those of :func:`pairwise_distances`, bit for bit."""
     if k > reference.shape[0]:
         raise InputError(f"need at least {k} reference rows for {k} nearest neighbours, got {reference.shape[0]}")
     reference = reference.to(query.device)
@@ -53,7 +73,7 @@ def knn_distances(query: torch.Tensor, reference: torch.Tensor, k: int = 1) -> t
     index = torch.empty(query.shape[0], k, dtype=torch.long, device=query.device)
     for rows in row_chunks(query.shape[0], reference.shape[0]):
         found = torch.cdist(query[rows], reference).topk(k, dim=1, largest=False).indices
-        exact = (query[rows, None, :] - reference[found]).norm(dim=2)
+        exact = pairwise_distances(query[rows, None, :], reference[found])[:, 0, :]
         dist[rows], order = exact.sort(dim=1)
         index[rows] = found.gather(1, order)
     return dist, index

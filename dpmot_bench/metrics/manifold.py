@@ -8,15 +8,18 @@ Naeem et al. 2020), the definitions of the ``prdc`` package:
 - coverage: share of reals whose ball holds at least one fake.
 
 Written here rather than calling ``prdc.compute_prdc`` because that builds the full n x m distance matrix
-on the CPU (and prints); this streams blocks through ``torch.cdist`` on the inputs' device. Checked
-against ``prdc`` in the tests.
+on the CPU (and prints); this streams blocks on the inputs' device. Every distance, radii and
+comparisons alike, comes from one function (``_points.pairwise_distances``, direct differences), so an exact
+copy of a point is at distance 0 and a point at exactly a ball's radius is outside it (prdc's strict ``<``);
+mixing forms (radii exact, comparisons by the matrix product) put copies outside their own balls.
+Checked against ``prdc`` in the tests.
 """
 from __future__ import annotations
 
 import torch
 
 from ..errors import InputError
-from ._points import as_points, knn_distances, row_chunks, same_dim
+from ._points import as_points, kth_nearest_distances, pairwise_distances, row_chunks, same_dim
 
 DEFAULT_K = 3  # the DPM-OT reference code; prdc's own examples use 5
 
@@ -29,13 +32,13 @@ def precision_recall_density_coverage(real, fake, k: int = DEFAULT_K) -> dict[st
     fake = as_points(fake, "fake", min_rows=k + 1, device=real.device)
     same_dim(real, fake, "real", "fake")
     # The (k+1)-th nearest includes the point itself at distance 0, as in prdc.
-    real_radii = knn_distances(real, real, k + 1)[0][:, k]
-    fake_radii = knn_distances(fake, fake, k + 1)[0][:, k]
+    real_radii = kth_nearest_distances(real, k + 1)
+    fake_radii = kth_nearest_distances(fake, k + 1)
     in_real_balls = torch.zeros(fake.shape[0], dtype=torch.float64, device=real.device)
     real_recalled = torch.zeros(real.shape[0], dtype=torch.bool, device=real.device)
     nearest_fake = torch.full((real.shape[0],), float("inf"), dtype=torch.float64, device=real.device)
     for rows in row_chunks(fake.shape[0], real.shape[0]):
-        dist = torch.cdist(fake[rows], real)  # (chunk of fakes, reals)
+        dist = pairwise_distances(fake[rows], real)  # (chunk of fakes, reals)
         in_real_balls[rows] = (dist < real_radii).sum(1).double()
         real_recalled |= (dist < fake_radii[rows, None]).any(0)
         nearest_fake = torch.minimum(nearest_fake, dist.min(0).values)

@@ -28,6 +28,7 @@ from ..errors import InputError, ShapeError, check_finite
 from ..noise import SampleNoise
 
 Callback = Callable[[dict], None] | None
+LOWER_ORDER_FINAL_BELOW = 15  # diffusers' DPMSolverMultistepScheduler: lower the final orders below 15 steps
 
 
 def check_grid(sigmas) -> list[float]:
@@ -113,14 +114,16 @@ def _sample_dpmpp_multistep(denoiser: Denoiser, x: torch.Tensor, sigmas, order: 
                  - 1/2 expm1(-h) D1,         D1 = (D0 - D_-1) / r0            (order 2, midpoint form)
         order 3: + (expm1(-h)/h + 1) D1' - ((expm1(-h) + h)/h^2 - 1/2) D2 with the 3-point differences
 
-    (r0 = h_-1 / h). Step j of n uses order ``min(order, j + 1, n - j)`` with ``lower_order_final``
-    (diffusers' rule for short grids), else ``min(order, j + 1)``; the step into sigma = 0 is always
-    first order (x_next = D0). NFE = number of steps.
+    (r0 = h_-1 / h). Step j of n uses order ``min(order, j + 1)``, lowered to ``n - j`` when
+    ``lower_order_final`` and the grid has fewer than ``LOWER_ORDER_FINAL_BELOW`` = 15 steps (diffusers'
+    rule: ``lower_order_final and len(timesteps) < 15``); the step into sigma = 0 is always first order
+    (x_next = D0, diffusers' ``final_sigmas_type="zero"``). NFE = number of steps.
     """
     grid = check_grid(sigmas)
     _check_batch(x)
     lambdas = [-math.log(s) if s > 0 else math.inf for s in grid]
     n = len(grid) - 1
+    lower_final = lower_order_final and n < LOWER_ORDER_FINAL_BELOW
     history: list[torch.Tensor] = []  # denoised outputs, most recent last
     for j, (sigma, sigma_next) in enumerate(zip(grid, grid[1:])):
         denoised = denoiser(x, sigma)
@@ -129,7 +132,7 @@ def _sample_dpmpp_multistep(denoiser: Denoiser, x: torch.Tensor, sigmas, order: 
         if sigma_next == 0:
             x = denoised
             continue
-        step_order = min(order, len(history), n - j if lower_order_final else order)
+        step_order = min(order, len(history), n - j if lower_final else order)
         h = lambdas[j + 1] - lambdas[j]
         em = math.expm1(-h)
         x = sigma_next / sigma * x - em * denoised
@@ -157,7 +160,8 @@ def sample_dpmpp_2m(denoiser: Denoiser, x: torch.Tensor, sigmas, *, noise: Sampl
 def sample_dpmpp_3m(denoiser: Denoiser, x: torch.Tensor, sigmas, *, noise: SampleNoise | None = None,
                     callback: Callback = None, lower_order_final: bool = True) -> torch.Tensor:
     """DPM-Solver++(3M): third-order multistep with 1st/2nd-order warm-up; with ``lower_order_final``
-    the second-to-last step is at most second order. NFE = number of steps."""
+    (the default, as diffusers) the second-to-last step is at most second order on grids of fewer than
+    15 steps, third order on longer ones. NFE = number of steps."""
     return _sample_dpmpp_multistep(denoiser, x, sigmas, 3, callback, lower_order_final)
 
 
