@@ -61,38 +61,75 @@ def cmd_datasets(args) -> int:
 
 
 # [cmd fit-ot]
-def cmd_fit_ot(args) -> int:
+def _check_out(path: str, suffix: str):
+    """An output file path: right suffix, not a directory, its folder creatable and writable (checked
+    before any work; the folder is created only when the file is written)."""
+    import os
     from pathlib import Path
 
-    from .data import get_dataset
-    from .io import ensure_writable_dir
-    from .ot import SOLVERS
-    from .ot.distributed import is_main_process, process_group
-    from .ot.latents import default_source, fit_dataset_map
+    out = Path(path)
+    if out.suffix != suffix:
+        raise InputError(f"--out must name a {suffix} file, got {path!r}")
+    if out.is_dir():
+        raise InputError(f"--out {path!r} is a directory; name a {suffix} file")
+    folder = out.parent.absolute()
+    while not folder.exists():  # the nearest existing ancestor must let us create the rest
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write {path!r}: {str(folder)!r} is not a writable directory")
+    return out
+
+
+def _source(args, dataset):
+    from .ot.latents import default_source
     from .ot.sources import GaussianSource, UniformSource
 
-    if not str(args.out).endswith(".npz"):
-        raise InputError(f"--out must name a .npz file, got {args.out!r}")
-    ensure_writable_dir(Path(args.out).parent)
-    if args.solver not in SOLVERS:
-        raise InputError(f"unknown solver {args.solver!r}; choose one of: {', '.join(SOLVERS)}")
-    for flag in ("n_targets", "max_iter", "eval_samples"):
-        if getattr(args, flag) is not None and getattr(args, flag) < (2 if flag == "n_targets" else 1):
-            raise InputError(f"--{flag.replace('_', '-')} must be >= {2 if flag == 'n_targets' else 1}")
-    dataset = get_dataset(args.dataset)
+    other = ("source_low", "source_high") if args.source == "gaussian" else ("source_mean", "source_std")
+    given = [f"--{flag.replace('_', '-')}" for flag in other if getattr(args, flag) is not None]
+    if given:
+        raise InputError(f"{', '.join(given)} do(es) not apply to --source {args.source}")
     source = default_source(args.source, dataset, args.split)
     if args.source == "gaussian" and (args.source_mean is not None or args.source_std is not None):
-        source = GaussianSource(dataset.dim, args.source_mean or 0.0, 1.0 if args.source_std is None else args.source_std)
+        return GaussianSource(dataset.dim, 0.0 if args.source_mean is None else args.source_mean,
+                              1.0 if args.source_std is None else args.source_std)
     if args.source == "uniform" and (args.source_low is not None or args.source_high is not None):
-        source = UniformSource(dataset.dim, source.low if args.source_low is None else args.source_low,
-                               source.high if args.source_high is None else args.source_high)
+        return UniformSource(dataset.dim, source.low if args.source_low is None else args.source_low,
+                             source.high if args.source_high is None else args.source_high)
+    return source
+
+
+def cmd_fit_ot(args) -> int:
+    from .data import get_dataset
+    from .errors import check_sigma, unknown_name
+    from .ot import SOLVERS
+    from .ot.distributed import is_main_process, process_group
+    from .ot.latents import fit_latent_map
+
+    out = _check_out(args.out, ".npz")
+    if args.solver not in SOLVERS:
+        raise unknown_name("solver", args.solver, SOLVERS)
+    check_sigma(args.sigma, "--sigma", allow_zero=True)
+    for flag, low in (("n_targets", 2), ("max_iter", 1), ("eval_samples", 1)):
+        if getattr(args, flag) is not None and getattr(args, flag) < low:
+            raise InputError(f"--{flag.replace('_', '-')} must be >= {low}")
+    dataset = get_dataset(args.dataset)
+    source = _source(args, dataset)
     with process_group(args.device) as device:  # under torchrun: one process per rank, Monte Carlo shared out
-        ot, summary = fit_dataset_map(dataset, args.sigma, source, args.solver, args.split, args.n_targets,
-                                      args.seed, args.eval_samples, max_iter=args.max_iter, device=device,
-                                      progress=not args.quiet, checkpoint=args.checkpoint)
+        options = {} if args.max_iter is None else {"max_iter": args.max_iter}
+        ot = fit_latent_map(dataset, args.sigma, source=source, split=args.split, n_latents=args.n_targets,
+                            seed=args.seed, solver=args.solver, solver_options=options, device=device,
+                            progress=not args.quiet, checkpoint=args.checkpoint)
+        accuracy = ot.mass_errors(args.eval_samples, seed=args.seed)
         if is_main_process():
-            ot.save(args.out, dataset=dataset.name, sigma_star=args.sigma, split=args.split)
-            print(json.dumps({**summary, "out": str(args.out)}, indent=2))
+            ot.save(out, **ot.meta_)
+            summary = {"dataset": dataset.name, "split": args.split, "sigma_star": float(args.sigma),
+                       "solver": args.solver, "source": source.to_meta(), "seed": args.seed,
+                       "n_targets": ot.targets_.shape[0], "dim": ot.targets_.shape[1], "iterations": ot.n_iter_,
+                       "seconds": round(ot.fit_seconds_, 3), "l1_mass_error": accuracy["l1_mass_error"],
+                       "max_rel_mass_error": accuracy["max_rel_mass_error"], "empty_cells": accuracy["empty_cells"],
+                       "n_source_samples": ot.n_source_samples_, "eval_samples": args.eval_samples,
+                       "l1_noise_floor": accuracy["l1_noise_floor"], "converged": ot.converged_, "out": str(out)}
+            print(json.dumps(summary, indent=2))
     return 0
 
 
@@ -112,44 +149,47 @@ def _sampler_options(items: list[str]) -> dict:
 
 
 def cmd_sample(args) -> int:
-    from pathlib import Path
-
     import numpy as np
 
     from .data import get_dataset
-    from .errors import unknown_name
-    from .io import ensure_writable_dir, save_npz
+    from .io import save_npz
     from .models import default_model, get_denoiser
     from .provenance import provenance
-    from .samplers import SAMPLER_NAMES, generate
-    from .samplers.generate import DPMOT_SAMPLERS
+    from .samplers.dpmot import get_preset
+    from .samplers.generate import DPMOT_SAMPLERS, MAX_ROWS, prepare
 
+    # every check before any expensive work (an on-the-spot OT fit, training a model)
     dataset = get_dataset(args.dataset)
-    if args.sampler not in SAMPLER_NAMES:
-        raise unknown_name("sampler", args.sampler, SAMPLER_NAMES)
+    out = _check_out(args.out, ".npz")
+    for flag in ("n", "batch_size"):
+        if not 1 <= getattr(args, flag) <= MAX_ROWS:
+            raise InputError(f"--{flag.replace('_', '-')} must be in [1, {MAX_ROWS}], got {getattr(args, flag)}")
+    sampler = args.sampler
+    if args.preset is not None:
+        if sampler not in DPMOT_SAMPLERS:
+            raise InputError(f"--preset applies to {' and '.join(DPMOT_SAMPLERS)} only, not {sampler}")
+        sampler = get_preset(args.preset)
     if args.ot is not None and args.sampler not in DPMOT_SAMPLERS:
         raise InputError(f"--ot applies to {' and '.join(DPMOT_SAMPLERS)} only, not {args.sampler}")
-    if not str(args.out).endswith(".npz"):
-        raise InputError(f"--out must name a .npz file, got {args.out!r}")
-    ensure_writable_dir(Path(args.out).parent)
     options = _sampler_options(args.option)
     ot_map = None
     if args.ot is not None:
         from .ot import SemiDiscreteOT
 
         ot_map = SemiDiscreteOT.load(args.ot, device=args.device)
+    job = prepare(dataset, sampler, args.nfe, options, ot_map=ot_map, device=args.device, progress=not args.quiet)
     model = args.model or default_model(dataset)
     denoiser = get_denoiser(dataset.name, model, device=args.device, progress=not args.quiet)
-    result = generate(dataset, args.sampler, args.nfe, args.n, args.seed, denoiser, ot_map=ot_map,
-                      device=args.device, batch_size=args.batch_size, progress=not args.quiet, **options)
-    summary = {"out": str(args.out), "dataset": dataset.name, "sampler": args.sampler, "nfe": args.nfe,
-               "nfe_spent": result.nfe_spent, "n": args.n, "model": model, "ot": args.ot,
+    result = job.sample(denoiser, args.n, args.seed, device=args.device, batch_size=args.batch_size,
+                        progress=not args.quiet)
+    summary = {"out": str(out), "dataset": dataset.name, "sampler": args.sampler, "preset": args.preset,
+               "nfe": args.nfe, "nfe_spent": result.nfe_spent, "n": args.n, "model": model, "ot": args.ot,
                "options": options, "seconds": result.seconds, "fit_seconds": result.fit_seconds}
     arrays = {"x": result.x.numpy()}
     if result.index is not None:
         arrays["index"] = result.index.numpy()
     meta = {**summary, "provenance": provenance(args.seed, args.device, torch.float32)}
-    save_npz(args.out, **arrays, meta=np.array(json.dumps(meta, default=str)))
+    save_npz(out, **arrays, meta=np.array(json.dumps(meta, default=str)))
     print(json.dumps(summary, default=str))
     return 0
 
@@ -158,10 +198,8 @@ def cmd_sample(args) -> int:
 def cmd_train(args) -> int:
     import time
     from dataclasses import asdict, replace
-    from pathlib import Path
 
     from .data import get_dataset
-    from .io import ensure_writable_dir
     from .models.registry import DEFAULT_SEED, cached_model_path, partial_path, train_cached
     from .models.training import TrainConfig, default_config, load_checkpoint, train_denoiser
 
@@ -170,11 +208,7 @@ def cmd_train(args) -> int:
         raise InputError(f"--steps must be >= 1, got {args.steps}")
     if args.checkpoint_every < 1:
         raise InputError(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
-    out = None if args.out is None else Path(args.out)
-    if out is not None and out.suffix != ".pt":
-        raise InputError(f"--out must name a .pt file, got {args.out!r}")
-    if out is not None:
-        ensure_writable_dir(out.parent)
+    out = None if args.out is None else _check_out(args.out, ".pt")
     if args.resume and out is not None and out.is_file() and args.steps is None:
         config = TrainConfig(**load_checkpoint(out)["config"])  # continue the stored run as it was set up
     else:
@@ -362,13 +396,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output .npz (arrays x, index for DPM-OT, meta as JSON)")
     p.add_argument("--ot", help="a fitted OT map (.npz, dpmot fit-ot) for dpm-ot / dpm-ot-paper; default: "
                                 "fit the preset's map now")
+    p.add_argument("--preset", help="a DPM-OT preset name (default, paper) for --sampler dpm-ot: its choices "
+                                    "replace the sampler's own (overridden in turn by --option)")
     p.add_argument("--model", help="exact, trained or a checkpoint FILE (default: exact for GMMs, trained "
                                    "for digits)")
     p.add_argument("--batch-size", type=int, default=2048, help="rows per batch (default 2048); results do "
                                                                 "not depend on it")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="a sampler option, repeatable (e.g. grid=vp, eta=0.5, mode=smooth, tau=0.05, "
-                        "tail=heun, reference_levels=true)")
+                   help="a sampler option, repeatable, VALUE as JSON or text (e.g. grid=vp, eta=0.5; DPM-OT: "
+                        "any preset field, sigma_star=0.1, mode=smooth, tau=0.05, tail=heun, n_latents=500, "
+                        "'solver_options={\"max_iter\": 50}', and the tail's options); a bad key lists the valid ones")
     p.set_defaults(run=cmd_sample)
 
     # [parser train]

@@ -18,6 +18,8 @@ from typing import Callable, Protocol
 
 import torch
 
+from .errors import ShapeError
+
 Tensor = torch.Tensor
 
 
@@ -109,7 +111,8 @@ class ScoreModel:
 
 
 class CountingDenoiser:
-    """Counts what a sampler really spends: ``calls`` (the NFE) and ``rows`` (sample-evaluations)."""
+    """Counts what a sampler really spends: ``calls`` (the NFE) and ``rows`` (sample-evaluations), and
+    refuses an output of another shape than its input (a (n, 1) output would broadcast into nonsense)."""
 
     def __init__(self, denoiser: Denoiser):
         self.denoiser = denoiser
@@ -126,4 +129,8 @@ class CountingDenoiser:
     def __call__(self, x: Tensor, sigma: Tensor | float) -> Tensor:
         self.calls += 1
         self.rows += x.shape[0]
-        return self.denoiser(x, sigma)
+        out = self.denoiser(x, sigma)
+        if not isinstance(out, Tensor) or out.shape != x.shape:
+            raise ShapeError(f"the denoiser must return an estimate of x's shape {tuple(x.shape)}, got "
+                             f"{tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__}")
+        return out

@@ -14,18 +14,24 @@ from dpmot_bench.data import get_dataset
 from dpmot_bench.denoisers import CountingDenoiser
 from dpmot_bench.errors import InputError, ShapeError
 from dpmot_bench.ot import SemiDiscreteOT
-from dpmot_bench.samplers import dpmot, fit_ot_map, generate, paper_tail
+from dataclasses import replace
+
+from dpmot_bench.samplers import PRESETS, dpmot, generate, paper_tail, prepare
 
 NFE_GRID = (1, 2, 5, 10, 20, 50)
 RING, HD = get_dataset("gmm-ring8"), get_dataset("gmm-hd")
-SMALL_FIT = {"n_latents": 48, "solver": "adam-mc", "max_iter": 30}  # any h is a valid map for these tests
+SMALL_FIT = {"n_latents": 48, "solver": "adam-mc", "solver_options": {"max_iter": 30}}  # any h is a valid map here
+
+
+def fit(dataset, preset="default", nfe=None, **fields):
+    return replace(PRESETS[preset], **{**SMALL_FIT, **fields}).fit(dataset, nfe)
 
 
 @pytest.fixture(scope="module")
 def ring_maps():
     """A default-preset map and one paper-preset map per NFE of the grid, for gmm-ring8."""
-    paper = {nfe: fit_ot_map(RING, "paper", nfe=nfe, **SMALL_FIT) for nfe in NFE_GRID}
-    return fit_ot_map(RING, "default", **SMALL_FIT), paper
+    paper = {nfe: fit(RING, "paper", nfe) for nfe in NFE_GRID}
+    return fit(RING), paper
 
 
 # ------------------------------------------------------------------------------------------- NFE
@@ -65,7 +71,7 @@ def test_paper_preset_follows_the_reference_levels():
 # ------------------------------------------------------------------------------------------- copy / interpolation
 @pytest.fixture(scope="module")
 def hd_tiny_map():
-    return fit_ot_map(HD, "default", sigma_star=1e-3, n_latents=64, solver="adam-mc", max_iter=20)
+    return fit(HD, sigma_star=1e-3, n_latents=64, solver_options={"max_iter": 20})
 
 
 def test_hard_map_with_tiny_sigma_star_copies_the_stored_data(hd_tiny_map):
@@ -136,39 +142,46 @@ def test_mismatched_maps_and_options_raise_precise_errors(ring_maps):
     grid = get_dataset("gmm-grid25")
     with pytest.raises(InputError, match="fitted for dataset 'gmm-ring8', not 'gmm-grid25'"):
         generate(grid, "dpm-ot", 5, 4, 0, grid.mixture.denoise, ot_map=default_map)
-    foreign = fit_ot_map(HD, "default", n_latents=8, solver="adam-mc", max_iter=2)
-    foreign.meta_ = {**foreign.meta_, "dataset": None}
+    foreign = fit(HD, n_latents=8, solver_options={"max_iter": 2})
+    foreign.meta_ = {**foreign.meta_, "dataset": "gmm-ring8"}
     with pytest.raises(ShapeError, match="32 dimensions but gmm-ring8 has 2"):
         generate(RING, "dpm-ot", 5, 4, 0, D, ot_map=foreign)
-    with pytest.raises(InputError, match="paper preset's tail is fixed"):
-        generate(RING, "dpm-ot-paper", 5, 4, 0, D, ot_map=paper_maps[5], tail="heun")
-    with pytest.raises(InputError, match="reference_levels applies to the paper preset only"):
+    with pytest.raises(InputError, match="ncsn-langevin tail runs on NCSNv2's levels, so it needs sigma_star=budget"):
+        generate(RING, "dpm-ot", 5, 4, 0, D, ot_map=default_map, tail="ncsn-langevin")
+    with pytest.raises(InputError, match="ncsn-langevin tail is fixed"):
+        generate(RING, "dpm-ot-paper", 5, 4, 0, D, ot_map=paper_maps[5], tail_options={"grid": "vp"})
+    with pytest.raises(InputError, match="reference_levels applies to the ncsn-langevin tail only"):
         generate(RING, "dpm-ot", 5, 4, 0, D, ot_map=default_map, reference_levels=True)
-    with pytest.raises(InputError, match="unknown transport mode"):
+    with pytest.raises(InputError, match="option mode must be one of hard, smooth, got 'soft'"):
         generate(RING, "dpm-ot", 5, 4, 0, D, ot_map=default_map, mode="soft")
-    with pytest.raises(InputError, match="tau"):
+    with pytest.raises(InputError, match="option tau must be a finite number > 0"):
         generate(RING, "dpm-ot", 5, 4, 0, D, ot_map=default_map, mode="smooth", tau=-1.0)
-    with pytest.raises(InputError, match="fitted map"):
+    with pytest.raises(InputError, match="must be fitted"):
         generate(RING, "dpm-ot", 5, 4, 0, D, ot_map=SemiDiscreteOT(default_map.source))
     with pytest.raises(InputError, match="sigma_max cannot be set"):
         generate(RING, "dpm-ot", 5, 4, 0, D, ot_map=default_map, sigma_max=3.0)
+    with pytest.raises(InputError, match="sigma_star shape.* the OT fit, but a fitted map was given"):
+        generate(RING, "dpm-ot", 5, 4, 0, D, ot_map=default_map, sigma_star=0.1)
     with pytest.raises(InputError, match="pass nfe"):
-        fit_ot_map(RING, "paper")
+        PRESETS["paper"].fit(RING)
     with pytest.raises(InputError, match="unknown DPM-OT preset"):
-        fit_ot_map(RING, "fast")
+        dpmot.get_preset("fast")
 
 
 def test_bad_options_fail_before_an_on_the_spot_fit(monkeypatch):
     def no_fit(*args, **kwargs):
         raise AssertionError("fitted before checking the options")
 
-    monkeypatch.setattr(dpmot, "fit_ot_map", no_fit)
-    for sampler, options, message in [("dpm-ot", {"mode": "soft"}, "unknown transport mode"),
-                                      ("dpm-ot", {"tail": "rk4"}, "unknown sampling method"),
-                                      ("dpm-ot", {"eta": 0.5}, "dpmpp-2m has no option eta"),
-                                      ("dpm-ot-paper", {"tail": "heun"}, "tail is fixed")]:
+    monkeypatch.setattr(dpmot, "fit_latent_map", no_fit)
+    for sampler, options, message in [("dpm-ot", {"mode": "soft"}, "option mode must be one of"),
+                                      ("dpm-ot", {"tail": "rk4"}, "option tail must be one of"),
+                                      ("dpm-ot", {"eta": 0.5}, "dpm-ot has no option eta"),
+                                      ("dpm-ot-paper", {"grid": "vp"}, "dpm-ot-paper has no option grid"),
+                                      ("dpm-ot-paper", {"nfe": 3}, "dpm-ot-paper has no option nfe"),
+                                      ("dpm-ot-paper", {"tail": "heun", "sigma_star": "spacing", "rho": -1},
+                                       "option rho must be a finite number > 0")]:
         with pytest.raises(InputError, match=message):
-            generate(RING, sampler, 5, 4, 0, RING.mixture.denoise, **options)
+            prepare(RING, sampler, 5, options)
 
 
 # ------------------------------------------------------------------------------------------- CLI
@@ -202,10 +215,10 @@ def test_cli_sample_dpmot_with_an_ot_file(tmp_path, capsys, ring_maps):
     np.testing.assert_allclose(x, expected.x.numpy(), atol=1e-6)
 
 
-def test_cli_sample_fits_the_preset_map_when_no_ot_file_is_given(tmp_path, capsys, monkeypatch):
-    monkeypatch.setitem(dpmot.PAPER, "fit", {"n_latents": 40, "max_iter": 5})  # a quick fit, same code path
+def test_cli_sample_fits_the_preset_map_when_no_ot_file_is_given(tmp_path, capsys):
     code, out, _ = _sample(tmp_path, capsys, "--dataset", "gmm-ring8", "--sampler", "dpm-ot-paper", "--nfe", "3",
-                           "--n", "6", "--out", str(tmp_path / "p.npz"))
+                           "--n", "6", "--out", str(tmp_path / "p.npz"), "--option", "n_latents=40",
+                           "--option", 'solver_options={"max_iter": 5}')  # a quick fit, same code path
     assert code == 0 and json.loads(out)["fit_seconds"] > 0
     with np.load(tmp_path / "p.npz", allow_pickle=False) as f:
         assert f["x"].shape == (6, 2) and f["index"].max() < 40
@@ -222,6 +235,8 @@ def test_cli_sample_bad_input_exits_2_with_one_line(tmp_path, capsys, ring_maps)
         (["--sampler", "dpm-ot", "--nfe", "3", "--ot", str(tmp_path / "junk.npz")], "junk.npz"),
         (["--sampler", "euler", "--nfe", "3", "--option", "eta"], "--option needs KEY=VALUE"),
         (["--sampler", "euler", "--nfe", "3", "--option", "eta=0.5"], "euler has no option eta"),
+        (["--sampler", "euler", "--nfe", "3", "--option", "sigma_max=abc"], "option sigma_max must be a finite number"),
+        (["--sampler", "dpm-ot", "--nfe", "3", "--option", "dataset=digits"], "dpm-ot has no option dataset"),
     ]
     for args, message in cases:
         code, _, err = _sample(tmp_path, capsys, *base, *args)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from dpmot_bench import schedules
 from dpmot_bench.data import GaussianMixture, get_dataset
 from dpmot_bench.denoisers import CountingDenoiser
-from dpmot_bench.errors import InputError, UnknownNameError
+from dpmot_bench.errors import InputError, ShapeError, UnknownNameError
 from dpmot_bench.noise import SampleNoise
 from dpmot_bench.samplers import (DIFFUSERS_SAMPLERS, METHODS, SAMPLER_NAMES, generate, make_scheduler, plan,
                                   run_scheduler, sample_ancestral, sample_dpmpp_2m, sample_dpmpp_3m, sample_euler,
@@ -222,18 +222,23 @@ def test_bad_input_raises_precise_errors():
     for nfe in (0, -3, 2.5, True):
         with pytest.raises(InputError, match="nfe must be an integer >= 1"):
             generate(ring, "euler", nfe, 4, 0, D)
-    with pytest.raises(InputError, match="n must be an integer >= 1"):
-        generate(ring, "euler", 5, 0, 0, D)
+    for n in (0, 10 ** 12, 2.0):
+        with pytest.raises(InputError, match=r"n must be an integer in \[1, 1000000000\]"):
+            generate(ring, "euler", 5, n, 0, D)
+    with pytest.raises(InputError, match="nfe must be at most 100000"):
+        generate(ring, "euler", 10 ** 9, 4, 0, D)
     with pytest.raises(InputError, match="batch_size"):
         generate(ring, "euler", 5, 4, 0, D, batch_size=0)
     with pytest.raises(InputError, match="euler has no option eta"):
         generate(ring, "euler", 5, 4, 0, D, eta=0.5)
     with pytest.raises(InputError, match="DPM-OT samplers only"):
         generate(ring, "euler", 5, 4, 0, D, ot_map=object())
-    with pytest.raises(UnknownNameError, match="sigma grid"):
+    with pytest.raises(InputError, match="option grid must be one of karras, geometric, vp"):
         generate(ring, "euler", 5, 4, 0, D, grid="cosine")
-    with pytest.raises(InputError, match="diffusers-unipc has no setting"):
+    with pytest.raises(InputError, match="diffusers-unipc has no option solver_orderr"):
         generate(ring, "diffusers-unipc", 5, 4, 0, D, solver_orderr=3)
+    with pytest.raises(ShapeError, match=r"the denoiser must return an estimate of x's shape \(4, 2\)"):
+        generate(ring, "euler", 5, 4, 0, lambda x, sigma: x[:, :1])
     x = torch.zeros(3, 2)
     for bad_grid in ([1.0, 0.5], [1.0, 2.0, 0.0], [1.0, float("nan"), 0.0], [0.0]):
         with pytest.raises(InputError, match="sigma grid"):

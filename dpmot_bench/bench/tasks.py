@@ -5,7 +5,8 @@ import numpy as np
 import torch
 
 from ..errors import unknown_name
-from .runner import DPMOT_PRESETS, Context
+from ..samplers.generate import DPMOT_SAMPLERS
+from .context import Context
 from .store import Cell
 
 
@@ -14,7 +15,7 @@ def _draw(ctx: Context, cell: Cell, sigma_star: float | None = None):
     from ..samplers import generate
 
     ot_map = None
-    if cell.method in DPMOT_PRESETS:
+    if cell.method in DPMOT_SAMPLERS:
         ot_map = ctx.ot_map(cell.dataset, cell.method, cell.nfe, sigma_star)[0]
     n = dict(cell.params)["n"]
     result = generate(ctx.dataset(cell.dataset), cell.method, cell.nfe, n, cell.seed,
@@ -70,7 +71,7 @@ def sample_task(ctx: Context, cell: Cell, sigma_star: float | None = None) -> di
 
 def sigma_star_task(ctx: Context, cell: Cell) -> dict:
     """DPM-OT (default preset) with sigma_star = sigma_rel x the data range."""
-    from ..samplers.dpmot import data_range
+    from ..ot.latents import data_range
 
     low, high = data_range(ctx.dataset(cell.dataset))
     sigma_star = dict(cell.params)["sigma_rel"] * (high - low)

@@ -12,6 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import InputError, check_points, check_weights, unknown_name
+from ..options import unknown_keys
 from . import kernel
 from .distributed import is_main_process
 from .files import load_checkpoint, load_ot, save_checkpoint, save_ot
@@ -21,6 +22,13 @@ from .sources import GaussianSource, Source, UniformSource, source_from_meta
 DEFAULT_SOLVER = "newton-qmc"
 DEFAULT_TAU = 0.02  # the follow-up paper's smoothing (arXiv 2410.13431)
 MODES = ("hard", "smooth")
+
+
+def solver_option_names(solver: str) -> tuple[str, ...]:
+    """The options a solver takes (besides ``max_iter``, an estimator parameter)."""
+    if solver not in SOLVERS:
+        raise unknown_name("solver", solver, SOLVERS)
+    return tuple(sorted(set(inspect.signature(SOLVERS[solver]).parameters) - {"problem", "state", "max_iter"}))
 
 
 class SemiDiscreteOT:
@@ -67,11 +75,7 @@ class SemiDiscreteOT:
             raise InputError(f"max_iter must be a positive integer or None, got {self.max_iter!r}")
         if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 1:
             raise InputError(f"checkpoint_every must be a positive integer, got {self.checkpoint_every!r}")
-        known = set(inspect.signature(SOLVERS[self.solver]).parameters) - {"problem", "state", "max_iter"}
-        unknown = sorted(set(self.solver_options) - known)
-        if unknown:
-            raise InputError(f"solver {self.solver!r} has no option {', '.join(unknown)}; "
-                             f"its options are: {', '.join(sorted(known))}")
+        unknown_keys(self.solver_options, solver_option_names(self.solver), f"solver {self.solver}")
         device = torch.device(self.device)
         targets = check_points(targets, "targets", dim=self.source.dim, min_rows=2)
         n = targets.shape[0]

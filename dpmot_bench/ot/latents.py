@@ -1,18 +1,29 @@
-"""DPM-OT's targets: data latents ``y_i = x_i + sigma_star * eps_i``, and fitting the map to them.
+"""DPM-OT's targets: data latents ``y_i = x_i + sigma_star * eps_i``, and the one function fitting a map to them.
 
 ``eps_i`` is row i of ``SampleNoise(seed, n, stream=LATENT_STREAM)``: the latents of a split depend only
 on (dataset, split, sigma_star, seed) and row i only on i (not on how many latents are drawn).
+
+A fitted latent map is a :class:`~dpmot_bench.ot.SemiDiscreteOT` whose ``meta_`` holds the latents'
+provenance in one schema (:data:`LATENT_KEYS`, ``schema`` = :data:`LATENT_SCHEMA`); :func:`fit_latent_map`
+writes it (``dpmot fit-ot``, the presets and the benchmarks all call it), :func:`check_latent_map` reads it
+(``dpmot sample --ot``, the samplers and the report).
 """
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 import torch
 
-from ..errors import check_sigma, unknown_name
+from ..errors import InputError, ShapeError, check_sigma, unknown_name
 from ..noise import SampleNoise
-from .estimator import SemiDiscreteOT
+from .estimator import DEFAULT_SOLVER, SemiDiscreteOT
 from .sources import SOURCE_KINDS, GaussianSource, Source, UniformSource
 
 LATENT_STREAM = (0xD9307, 1)  # SampleNoise stream of the latent noise eps_i: row i is target i's noise
+LATENT_SCHEMA = "dpmot-latents/2"
+# What a latent map's meta_ holds besides the OT file's own keys: enough to redraw every latent.
+LATENT_KEYS = ("schema", "dataset", "split", "sigma_star", "n_latents", "latent_seed", "latent_stream", "data_range")
 
 
 def dataset_latents(dataset, sigma_star: float, split: str = "heldout", n: int | None = None,
@@ -41,19 +52,47 @@ def default_source(kind: str, dataset, split: str = "heldout") -> Source:
     raise unknown_name("source", kind, SOURCE_KINDS)
 
 
-def fit_dataset_map(dataset, sigma_star: float, source: Source, solver: str, split: str = "heldout",
-                    n_targets: int | None = None, seed: int = 0, eval_samples: int = 2**20, **ot_params
-                    ) -> tuple[SemiDiscreteOT, dict]:
-    """Fit the semi-discrete map from ``source`` to the dataset's latents; return it and the summary of
-    DESIGN.md (accuracy measured on ``eval_samples`` independent source points)."""
-    targets = dataset_latents(dataset, sigma_star, split, n_targets, seed)
-    ot = SemiDiscreteOT(source, solver=solver, seed=seed, **ot_params).fit(targets)
-    accuracy = ot.mass_errors(eval_samples, seed=seed)
-    summary = {"dataset": dataset.name, "split": split, "sigma_star": float(sigma_star), "solver": solver,
-               "source": source.to_meta(), "seed": seed, "n_targets": targets.shape[0], "dim": targets.shape[1],
-               "iterations": ot.n_iter_, "seconds": round(ot.fit_seconds_, 3),
-               "l1_mass_error": accuracy["l1_mass_error"], "max_rel_mass_error": accuracy["max_rel_mass_error"],
-               "empty_cells": accuracy["empty_cells"], "n_source_samples": ot.n_source_samples_,
-               "eval_samples": eval_samples, "l1_noise_floor": accuracy["l1_noise_floor"],
-               "converged": ot.converged_}
-    return ot, summary
+def fit_latent_map(dataset, sigma_star: float, *, source: str | Source = "gaussian", split: str = "heldout",
+                   n_latents: int | None = None, seed: int = 0, solver: str = DEFAULT_SOLVER,
+                   solver_options: dict | None = None, device: str | torch.device = "cpu", progress: bool = False,
+                   checkpoint: str | Path | None = None, **meta) -> SemiDiscreteOT:
+    """Fit the semi-discrete map from ``source`` (a kind of :func:`default_source`, or a Source) to the
+    latents of the first ``n_latents`` rows of ``split`` (all by default) at ``sigma_star``, latent noise
+    drawn with ``seed``. Returns the fitted map; its ``meta_`` holds :data:`LATENT_KEYS` and ``meta``
+    (e.g. the preset and NFE that asked for it), and is what :meth:`SemiDiscreteOT.save` writes."""
+    if isinstance(source, str):
+        source = default_source(source, dataset, split)
+    latents = dataset_latents(dataset, sigma_star, split, n_latents, seed)
+    ot_map = SemiDiscreteOT(source, solver=solver, seed=seed, device=device, progress=progress,
+                            checkpoint=checkpoint, **(solver_options or {})).fit(latents)
+    ot_map.meta_ = {"schema": LATENT_SCHEMA, "dataset": dataset.name, "split": split, "sigma_star": float(sigma_star),
+                    "n_latents": latents.shape[0], "latent_seed": seed, "latent_stream": list(LATENT_STREAM),
+                    "data_range": list(data_range(dataset, split)), **meta}
+    return ot_map
+
+
+def check_latent_map(ot_map, dataset) -> dict:
+    """The latent provenance of ``ot_map`` (its ``meta_``), after checking that it is a fitted latent map
+    for ``dataset`` in the current schema; an InputError saying how to get one otherwise."""
+    meta = getattr(ot_map, "meta_", None)
+    if not hasattr(ot_map, "h_") or not isinstance(meta, dict):
+        raise InputError("the OT map must be fitted by fit_latent_map() (dpmot fit-ot, a preset's fit) or "
+                         "loaded with SemiDiscreteOT.load()")
+    if meta.get("schema") != LATENT_SCHEMA:
+        raise InputError(f"the OT map has no latent provenance of schema {LATENT_SCHEMA!r} (an older file, or a "
+                         "map fitted to other targets); refit it with dpmot fit-ot")
+    if meta.get("dataset") != dataset.name:
+        raise InputError(f"the OT map was fitted for dataset {meta.get('dataset')!r}, not {dataset.name!r}; "
+                         "fit one for this dataset (or omit --ot)")
+    if ot_map.targets_.shape[1] != dataset.dim:
+        raise ShapeError(f"the OT map's targets have {ot_map.targets_.shape[1]} dimensions but {dataset.name} "
+                         f"has {dataset.dim}")
+    sigma_star, low_high = meta.get("sigma_star"), meta.get("data_range")
+    if isinstance(sigma_star, bool) or not isinstance(sigma_star, (int, float)) or not math.isfinite(sigma_star) \
+            or sigma_star < 0:
+        raise InputError(f"the OT map's meta has no valid sigma_star (got {sigma_star!r}); refit it")
+    if not (isinstance(low_high, list) and len(low_high) == 2 and all(isinstance(v, (int, float)) and
+                                                                      math.isfinite(v) for v in low_high)
+            and low_high[0] < low_high[1]):
+        raise InputError(f"the OT map's meta has no valid data_range [low, high] (got {low_high!r}); refit it")
+    return meta

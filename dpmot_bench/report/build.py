@@ -182,13 +182,13 @@ class Report:
         sweep = _frame(self.rows, "sigma-star")
         if sweep.empty:
             return
-        from ..samplers.dpmot import data_range, preset_sigma_star
+        from ..samplers.dpmot import PRESETS, data_range
 
         defaults = []
         for dataset in sorted(sweep["dataset"].unique()):
             data = get_dataset(dataset)
             low, high = data_range(data)
-            level = preset_sigma_star(data, "default")
+            level = PRESETS["default"].sigma_star_for(data)
             defaults.append(f"{dataset} {level:.3g} (sigma_rel {level / (high - low):.3g})")
         self.add("## The sigma_star trade-off (novelty against quality)\n\nDPM-OT (default preset) with the "
                  "latent noise level sigma_star swept (`sigma_rel` = sigma_star / data range), tail NFE "

@@ -27,6 +27,8 @@ are the clean sample. One model call per timestep, so NFE = ``len(scheduler.time
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass, field
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -35,6 +37,7 @@ from ..denoisers import Denoiser, VPEpsModel
 from ..errors import InputError, unknown_name
 from ..noise import SampleNoise
 from ..schedules import VPDiscrete
+from ..options import Spec, check_fields, check_value, option, unknown_keys
 from .plans import check_nfe
 
 DDPM_BETAS = {"num_train_timesteps": 1000, "beta_start": 1e-4, "beta_end": 0.02, "beta_schedule": "linear"}
@@ -55,16 +58,56 @@ def _scheduler_classes() -> dict:
 DIFFUSERS_SAMPLERS = ("diffusers-ddim", "diffusers-dpmpp-2m", "diffusers-unipc", "diffusers-heun")
 
 
-def make_scheduler(name: str, **config):
-    """The diffusers scheduler behind sampler ``name`` with DDPM's betas; ``config`` overrides its settings
-    (e.g. ``timestep_spacing``, ``solver_order``). Unknown settings are an error, not silently ignored."""
+@dataclass(frozen=True)
+class DiffusersOptions:
+    """A diffusers sampler's options, checked: ``eta`` (DDIM only) and scheduler settings ``config`` (names
+    and types from the scheduler's constructor; see :func:`diffusers_options`)."""
+    eta: float = option(0.0, float, low=0, high=1, help="diffusers-ddim: DDIM's eta (default 0)")
+    config: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        check_fields(self)
+
+
+# Settings whose range diffusers does not check itself (it fails later inside torch, or silently).
+_SETTING_SPECS = {"num_train_timesteps": Spec(int, low=2), "beta_start": Spec(float, above=0, high=1),
+                  "beta_end": Spec(float, above=0, high=1), "solver_order": Spec(int, low=1)}
+
+
+def _setting_spec(name: str, default) -> Spec | None:
+    if name in _SETTING_SPECS:
+        return _SETTING_SPECS[name]
+    if isinstance(default, bool):
+        return Spec(bool)
+    if isinstance(default, (int, float)):
+        return Spec(type(default))
+    return None  # strings, lists, None: diffusers checks them (its ValueError becomes an InputError)
+
+
+def diffusers_options(name: str, values: Mapping) -> DiffusersOptions:
+    """``values`` checked for diffusers sampler ``name``: ``eta`` for DDIM, else the scheduler's own
+    settings by name (unknown ones are an error, not silently ignored) and, where the default is a number
+    or a bool, by type."""
     if name not in DIFFUSERS_SAMPLERS:
         raise unknown_name("diffusers sampler", name, DIFFUSERS_SAMPLERS)
+    cls, _ = _scheduler_classes()[name]
+    parameters = {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items() if k != "self"}
+    valid = set(parameters) | ({"eta"} if name == "diffusers-ddim" else set())
+    unknown_keys(values, valid, name)
+    config = {}
+    for key, value in values.items():
+        if key == "eta":
+            continue
+        spec = _setting_spec(key, parameters[key])
+        config[key] = value if spec is None else check_value(key, value, spec)
+    return DiffusersOptions(values.get("eta", 0.0), config)
+
+
+def make_scheduler(name: str, **config):
+    """The diffusers scheduler behind sampler ``name`` with DDPM's betas; ``config`` overrides its settings
+    (e.g. ``timestep_spacing``, ``solver_order``), checked by :func:`diffusers_options`."""
+    config = diffusers_options(name, config).config
     cls, defaults = _scheduler_classes()[name]
-    known = set(inspect.signature(cls.__init__).parameters) - {"self"}
-    unknown = sorted(set(config) - known)
-    if unknown:
-        raise InputError(f"{name} has no setting {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     return cls(**{**DDPM_BETAS, **defaults, **config})
 
 
@@ -91,7 +134,8 @@ def _heun_schedulers(nfe: int, config: dict) -> list:
     train_steps = (config.get("num_train_timesteps") or DDPM_BETAS["num_train_timesteps"])
     # diffusers' "linspace" spacing, written descending so that a single timestep is t = T - 1, not 0
     timesteps = np.linspace(train_steps - 1, 0, nfe // 2 + 1)
-    heun = make_scheduler("diffusers-heun", **config)
+    cls, defaults = _scheduler_classes()["diffusers-heun"]
+    heun = cls(**{**DDPM_BETAS, **defaults, **config})
     if nfe % 2:
         heun.set_timesteps(timesteps=timesteps)
         return [(heun, None)]
@@ -104,22 +148,24 @@ def _heun_schedulers(nfe: int, config: dict) -> list:
 
 @torch.no_grad()
 def sample_diffusers(name: str, denoiser: Denoiser, nfe: int, noise: SampleNoise, shape: tuple[int, ...],
-                     *, eta: float = 0.0, **config) -> torch.Tensor:
+                     options: DiffusersOptions | None = None, **values) -> torch.Tensor:
     """Clean samples (noise.n, *shape) from diffusers scheduler ``name`` spending ``nfe`` model calls; the
-    initial noise is ``noise``'s first draw (then, for DDIM with eta > 0, one draw per step)."""
+    initial noise is ``noise``'s first draw (then, for DDIM with eta > 0, one draw per step). ``options``
+    (typed) or ``values`` (checked here) set ``eta`` and the scheduler's settings."""
     nfe = check_nfe(nfe)
-    if eta and name != "diffusers-ddim":
-        raise InputError("eta applies to diffusers-ddim only")
-    if not 0 <= eta <= 1:
-        raise InputError(f"eta must be in [0, 1], got {eta}")
+    options = diffusers_options(name, values) if values or options is None else options
+    config, eta = options.config, options.eta
+    train_steps = config.get("num_train_timesteps", DDPM_BETAS["num_train_timesteps"])
+    if nfe > train_steps:
+        raise InputError(f"{name} has {train_steps} training timesteps, so at most {train_steps} NFE; got {nfe}")
     try:
         if name == "diffusers-heun":
             phases = _heun_schedulers(nfe, config)
         else:
-            scheduler = make_scheduler(name, **config)
+            scheduler = _scheduler_classes()[name][0](**{**DDPM_BETAS, **_scheduler_classes()[name][1], **config})
             scheduler.set_timesteps(nfe)
             phases = [(scheduler, None)]
-    except (ValueError, NotImplementedError) as err:  # diffusers' own checks of its settings
+    except (ValueError, NotImplementedError, TypeError) as err:  # diffusers' own checks of its settings
         raise InputError(f"{name}: diffusers rejected the settings {config}: {err}") from None
     x = noise.randn(*shape) * float(phases[0][0].init_noise_sigma)
     for scheduler, steps in phases:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Callable, Mapping
 
 import torch
 from tqdm.auto import tqdm
@@ -19,8 +20,9 @@ from ..denoisers import CountingDenoiser, Denoiser
 from ..errors import InputError, unknown_name
 from ..noise import SampleNoise
 from . import dpmot
-from .external import DIFFUSERS_SAMPLERS, sample_diffusers
-from .plans import check_nfe, plan
+from .dpmot import Preset
+from .external import DIFFUSERS_SAMPLERS, DiffusersOptions, diffusers_options, sample_diffusers
+from .plans import check_nfe, plan, plan_options
 
 SAMPLER_NAMES: dict[str, str] = {
     "euler": "Euler on the probability-flow ODE (= DDIM, eta 0), Karras grid; NFE = steps",
@@ -38,7 +40,8 @@ SAMPLER_NAMES: dict[str, str] = {
     "diffusers-unipc": "diffusers UniPCMultistepScheduler (bh2, order 2) on a VP eps model",
     "diffusers-heun": "diffusers HeunDiscreteScheduler (2 NFE per step; even NFE: one diffusers Euler step first)",
 }
-DPMOT_SAMPLERS = {"dpm-ot": "default", "dpm-ot-paper": "paper"}
+DPMOT_SAMPLERS = {"dpm-ot": "default", "dpm-ot-paper": "paper"}  # sampler name -> its preset in PRESETS
+MAX_ROWS = 10 ** 9  # samples per call: beyond this the result alone would not fit in memory
 
 
 @dataclass
@@ -54,71 +57,119 @@ class SampleResult:
     fit_seconds: float | None = None  # the on-the-spot OT fit, when there was one
 
 
-def _check_count(value, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}")
+def _check_count(value, name: str, minimum: int = 1, maximum: int = MAX_ROWS) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise InputError(f"{name} must be an integer in [{minimum}, {maximum}], got {value!r}")
     return value
 
 
-def generate(dataset: str | Dataset, sampler: str, nfe: int, n: int, seed: int, denoiser: Denoiser, *,
-             ot_map=None, device: str | torch.device = "cpu", batch_size: int = 2048, progress: bool = False,
-             **options) -> SampleResult:
-    """``n`` samples of ``dataset`` from ``sampler`` (a name in :data:`SAMPLER_NAMES`) spending ``nfe``
-    denoiser calls per sample, in batches of ``batch_size`` rows on ``device``.
-
-    ``options`` are the sampler's: for the baselines ``grid`` (karras | geometric | vp), ``sigma_max``,
-    ``sigma_min``, ``rho`` and the method's own (``eta``, ``lower_order_final``, ``steps_per_level``,
-    ``step_ratio``, ``step_lr``); for diffusers samplers scheduler settings (and ``eta`` for DDIM); for
-    DPM-OT ``mode``, ``tau``, and ``tail`` plus tail options (``dpm-ot``) or ``reference_levels``
-    (``dpm-ot-paper``). DPM-OT uses ``ot_map`` (see :func:`~dpmot_bench.samplers.dpmot.fit_ot_map`), or
-    fits the preset's map on the spot when it is None.
-    """
+def sampler_options(sampler: str | Preset, values: Mapping):
+    """``(name, typed options)`` of a sampler from user ``values``: a :class:`Preset` for DPM-OT (a name
+    in :data:`DPMOT_SAMPLERS` or a Preset itself), :class:`DiffusersOptions`, or :class:`PlanOptions`. The
+    one place sampler options are checked; an InputError names a bad key or value and lists the valid ones."""
+    if isinstance(sampler, Preset):
+        return "dpm-ot", dpmot.preset_with(sampler, values)
     if sampler not in SAMPLER_NAMES:
         raise unknown_name("sampler", sampler, SAMPLER_NAMES)
-    dataset = dpmot.as_dataset(dataset)
-    nfe, n = check_nfe(nfe), _check_count(n, "n")
-    batch_size = _check_count(batch_size, "batch_size")
-    device = torch.device(device)
-    fit_seconds = None
     if sampler in DPMOT_SAMPLERS:
-        preset = DPMOT_SAMPLERS[sampler]
-        if ot_map is None:  # check the options before a fit that may take minutes
-            low, high = dpmot.data_range(dataset)
-            dpmot.tail_sampler(dpmot.preset_sigma_star(dataset, preset, nfe), high - low, nfe, preset=preset,
-                               **options)
+        return sampler, dpmot.preset_with(DPMOT_SAMPLERS[sampler], values, sampler)
+    if sampler in DIFFUSERS_SAMPLERS:
+        return sampler, diffusers_options(sampler, values)
+    return sampler, plan_options(sampler, values)
+
+
+@dataclass
+class SamplingPlan:
+    """A checked sampler for one dataset and budget: :meth:`sample` draws rows. Made by :func:`prepare`."""
+    dataset: Dataset
+    sampler: str
+    nfe: int
+    options: object  # the typed options (a Preset for DPM-OT)
+    values: dict  # the user's options as given
+    ot_map: object = None
+    fit_seconds: float | None = None
+    _run: Callable = None
+
+    def sample(self, denoiser: Denoiser, n: int, seed: int, *, device: str | torch.device = "cpu",
+               batch_size: int = 2048, progress: bool = False) -> SampleResult:
+        """``n`` rows, row i from ``SampleNoise(seed, ., i)``, in batches of ``batch_size`` on ``device``."""
+        n, batch_size = _check_count(n, "n"), _check_count(batch_size, "batch_size")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise InputError(f"seed must be a non-negative integer, got {seed!r}")
+        device = torch.device(device)
+        xs, indices = [], []
+        counted = CountingDenoiser(denoiser)
+        start_time = time.perf_counter()
+        with tqdm(total=n, disable=not progress, desc=f"sample {self.sampler}", unit="sample", leave=False) as bar:
+            for start in range(0, n, batch_size):
+                rows = min(batch_size, n - start)
+                counted.reset()
+                x, index = self._run(counted, SampleNoise(seed, rows, start, device=device))
+                if counted.calls != self.nfe:
+                    raise RuntimeError(f"{self.sampler} spent {counted.calls} denoiser calls, not the {self.nfe} "
+                                       "asked (a bug)")
+                xs.append(x.detach().float().cpu().reshape(rows, self.dataset.dim))
+                indices.append(None if index is None else index.cpu())
+                bar.update(rows)
+        seconds = time.perf_counter() - start_time
+        index = None if indices[0] is None else torch.cat(indices)
+        return SampleResult(torch.cat(xs), index, counted.calls, seconds, self.sampler, self.nfe, seed,
+                            dict(self.values), self.fit_seconds)
+
+
+def prepare(dataset: str | Dataset, sampler: str | Preset, nfe: int, options: Mapping | None = None, *,
+            ot_map=None, device: str | torch.device = "cpu", progress: bool = False) -> SamplingPlan:
+    """Check everything about a sampling job that does not need the denoiser, in this order: the sampler
+    and its options (:func:`sampler_options`), the budget, a given OT map against the dataset and the
+    preset's tail; then, for DPM-OT without ``ot_map``, fit the preset's map on the spot (the only
+    expensive step, after every check)."""
+    dataset = dpmot.as_dataset(dataset)
+    values = dict(options or {})
+    name, options = sampler_options(sampler, values)
+    nfe = check_nfe(nfe)
+    fit_seconds = None
+    if isinstance(options, Preset):
+        given_fit_options = sorted(set(values) & set(dpmot.FIT_FIELDS))
+        if ot_map is not None and given_fit_options:
+            raise InputError(f"{', '.join(given_fit_options)} shape(s) the OT fit, but a fitted map was given; "
+                             "drop the option(s) or the map")
+        if ot_map is None:
+            low, high = dpmot.data_range(dataset, options.split)
+            options.tail_plan(options.sigma_star_for(dataset, nfe), high - low, nfe)  # fails now, not after the fit
             start = time.perf_counter()
-            ot_map = dpmot.fit_ot_map(dataset, preset, nfe=nfe if preset == "paper" else None, device=device,
-                                      progress=progress)
+            ot_map = options.fit(dataset, nfe, device=device, progress=progress)
             fit_seconds = time.perf_counter() - start
-        dpmot.check_map(ot_map, dataset)
+        tail = dpmot.map_tail(options, ot_map, dataset, nfe)
 
         def run(counted, noise):
-            return dpmot.sample_dpmot(counted, ot_map, noise, nfe, dataset=dataset, preset=preset, **options)
+            return dpmot.sample_dpmot(counted, ot_map, noise, tail, preset=options)
     elif ot_map is not None:
-        raise InputError(f"an OT map applies to the DPM-OT samplers only, not {sampler!r}")
-    elif sampler in DIFFUSERS_SAMPLERS:
+        raise InputError(f"an OT map applies to the DPM-OT samplers only, not {name!r}")
+    elif isinstance(options, DiffusersOptions):
         def run(counted, noise):
-            return sample_diffusers(sampler, counted, nfe, noise, (dataset.dim,), **options), None
+            return sample_diffusers(name, counted, nfe, noise, (dataset.dim,), options), None
     else:
-        fn, sigmas, method_options = plan(sampler, nfe, **options)
+        fn, sigmas, kwargs = plan(name, nfe, options)
 
         def run(counted, noise):
             x = float(sigmas[0]) * noise.randn(dataset.dim)
-            return fn(counted, x, sigmas, noise=noise, **method_options), None
+            return fn(counted, x, sigmas, noise=noise, **kwargs), None
+    return SamplingPlan(dataset, name, nfe, options, dict(values), ot_map, fit_seconds, run)
 
-    xs, indices = [], []
-    counted = CountingDenoiser(denoiser)
-    start_time = time.perf_counter()
-    with tqdm(total=n, disable=not progress, desc=f"sample {sampler}", unit="sample", leave=False) as bar:
-        for start in range(0, n, batch_size):
-            rows = min(batch_size, n - start)
-            counted.reset()
-            x, index = run(counted, SampleNoise(seed, rows, start, device=device))
-            if counted.calls != nfe:
-                raise RuntimeError(f"{sampler} spent {counted.calls} denoiser calls, not the {nfe} asked (a bug)")
-            xs.append(x.detach().float().cpu())
-            indices.append(None if index is None else index.cpu())
-            bar.update(rows)
-    seconds = time.perf_counter() - start_time
-    index = None if indices[0] is None else torch.cat(indices)
-    return SampleResult(torch.cat(xs), index, counted.calls, seconds, sampler, nfe, seed, dict(options), fit_seconds)
+
+def generate(dataset: str | Dataset, sampler: str | Preset, nfe: int, n: int, seed: int, denoiser: Denoiser, *,
+             ot_map=None, device: str | torch.device = "cpu", batch_size: int = 2048, progress: bool = False,
+             **options) -> SampleResult:
+    """``n`` samples of ``dataset`` from ``sampler`` (a name in :data:`SAMPLER_NAMES`, or a DPM-OT
+    :class:`Preset`) spending ``nfe`` denoiser calls per sample, in batches of ``batch_size`` rows on
+    ``device``: :func:`prepare` then :meth:`SamplingPlan.sample`.
+
+    ``options`` are the sampler's: for the baselines the fields of :class:`PlanOptions` its method takes
+    (``grid``, ``sigma_max``, ``sigma_min``, ``rho``, and ``eta``, ``lower_order_final``, ``steps_per_level``,
+    ``step_ratio``, ``step_lr``); for diffusers samplers scheduler settings (and ``eta`` for DDIM); for
+    DPM-OT any :class:`Preset` field (``sigma_star``, ``mode``, ``tau``, ``tail``, ...) and the tail's
+    options. DPM-OT uses ``ot_map`` (see :meth:`Preset.fit`), or fits the preset's map on the spot.
+    """
+    _check_count(n, "n")
+    job = prepare(dataset, sampler, nfe, options, ot_map=ot_map, device=device, progress=progress)
+    return job.sample(denoiser, n, seed, device=device, batch_size=batch_size, progress=progress)

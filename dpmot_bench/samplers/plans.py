@@ -15,13 +15,15 @@ langevin                    K - 1 Langevin steps (``steps_per_level`` per level,
 """
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Mapping
 
 import numpy as np
 import torch
 
 from .. import schedules
 from ..errors import InputError, check_sigma, unknown_name
+from ..options import check_fields, option, parse
 from .sampling import (langevin_schedule, sample_ancestral, sample_dpmpp_2m, sample_dpmpp_3m, sample_euler,
                        sample_heun, sample_langevin)
 
@@ -29,11 +31,8 @@ GRID_KINDS = ("karras", "geometric", "vp")
 
 # EDM's defaults (Karras et al. 2022, Table 1).
 SIGMA_MAX, SIGMA_MIN, RHO = 80.0, 0.002, 7.0
-# Langevin defaults. NCSNv2's CIFAR-10 step (6.2e-6 at sigma_L = 0.01, i.e. a_L / sigma_L^2 = 0.062, the
-# fraction of the noise variance one step moves) is tuned for 5 steps on each of 232 levels (~1160 NFE); at
-# 5..50 NFE one step per level with a_i = sigma_i^2 (step_ratio 1) and NCSNv2's sigma_L = 0.01 did best in a
-# sweep on gmm-grid25 / gmm-ring8 (NFE 10: W2 0.99 / 0.16; 79 / 72 with 0.062 and sigma_L 0.002; floor
-# 0.68 / 0.19 at 1000 samples), so those are the defaults.
+# Langevin defaults: one step per level with a_i = sigma_i^2 (step_ratio 1) down to NCSNv2's sigma_L = 0.01
+# (the sweep behind them: benchmarks/README.md, "Langevin defaults").
 LANGEVIN_STEP_RATIO, LANGEVIN_SIGMA_MIN = 1.0, 0.01
 
 
@@ -68,9 +67,37 @@ def sigma_grid(kind: str, n: int, sigma_max: float = SIGMA_MAX, sigma_min: float
 def check_nfe(nfe) -> int:
     if isinstance(nfe, bool) or not isinstance(nfe, (int, np.integer)) or nfe < 1:
         raise InputError(f"nfe must be an integer >= 1, got {nfe!r}")
+    if nfe > MAX_NFE:
+        raise InputError(f"nfe must be at most {MAX_NFE} (a sigma grid per call), got {nfe}")
     return int(nfe)
 
 
+MAX_NFE = 100_000
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """The options of a baseline sampler (``--option KEY=VALUE``); each method takes the grid's four and its
+    own (:data:`METHODS`). None means the method's default."""
+    grid: str | None = option(None, str, choices=GRID_KINDS, optional=True,
+                              help="karras (default; geometric for langevin) | geometric | vp")
+    sigma_max: float = option(SIGMA_MAX, float, above=0, help=f"first level (default {SIGMA_MAX:g})")
+    sigma_min: float | None = option(None, float, above=0, optional=True,
+                                     help=f"last level before 0 (default {SIGMA_MIN:g}; langevin {LANGEVIN_SIGMA_MIN:g})")
+    rho: float = option(RHO, float, above=0, help=f"karras grid exponent (default {RHO:g})")
+    eta: float = option(1.0, float, low=0, high=1, help="ancestral: share of DDPM's step noise (default 1)")
+    lower_order_final: bool = option(True, bool, help="dpmpp-3m: diffusers' lower final order below 15 steps")
+    steps_per_level: int = option(1, int, low=1, help="langevin: steps per level (default 1)")
+    step_ratio: float = option(LANGEVIN_STEP_RATIO, float, above=0,
+                               help="langevin: step_lr / sigma_min^2 (default 1; NCSNv2's 0.062)")
+    step_lr: float | None = option(None, float, above=0, optional=True,
+                                   help="langevin: the step size at the last level (default step_ratio sigma_min^2)")
+
+    def __post_init__(self):
+        check_fields(self)
+
+
+GRID_OPTIONS = ("grid", "sigma_max", "sigma_min", "rho")
 # method -> (sampler function, the method options a user may set besides the grid's)
 METHODS = {
     "euler": (sample_euler, ()),
@@ -82,31 +109,38 @@ METHODS = {
 }
 
 
-def plan(method: str, nfe: int, *, grid: str | None = None, sigma_max: float = SIGMA_MAX,
-         sigma_min: float | None = None, rho: float = RHO, **options) -> tuple[Callable, torch.Tensor, dict]:
-    """The sampler function, sigma grid and options that spend exactly ``nfe`` denoiser calls.
-
-    ``grid`` defaults to karras (geometric for langevin), ``sigma_min`` to 0.002 (0.01 for langevin). Method
-    options: dpmpp-3m ``lower_order_final``; ancestral ``eta``; langevin ``steps_per_level`` (default 1) and
-    ``step_lr`` (default ``step_ratio * sigma_min^2``, ``step_ratio`` default 1; NCSNv2's is 0.062).
-    Returns ``(fn, sigmas, options)``.
-    """
-    nfe = check_nfe(nfe)
+def plan_options(method: str, values: Mapping, base: PlanOptions | None = None) -> PlanOptions:
+    """``values`` (user options) checked and typed for ``method``: the one place they are checked."""
     if method not in METHODS:
         raise unknown_name("sampling method", method, METHODS)
-    fn, allowed = METHODS[method]
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise InputError(f"{method} has no option {', '.join(unknown)}; its options: "
-                         f"{', '.join(('grid', 'sigma_max', 'sigma_min', 'rho') + allowed)}")
+    return parse(PlanOptions, values, what=method, base=base, allowed=GRID_OPTIONS + METHODS[method][1])
+
+
+def plan(method: str, nfe: int, options: PlanOptions | None = None, **values) -> tuple[Callable, torch.Tensor, dict]:
+    """The sampler function, sigma grid and keyword arguments that spend exactly ``nfe`` denoiser calls.
+
+    ``options`` (typed, see :class:`PlanOptions`) or ``values`` (checked here into one) set the grid and
+    the method's options. Langevin's ``step_lr`` defaults to ``step_ratio * sigma_min^2``.
+    Returns ``(fn, sigmas, kwargs)``.
+    """
+    nfe = check_nfe(nfe)
+    options = plan_options(method, values, options) if values or options is None else options
+    fn, _ = METHODS[method]
     steps, langevin = nfe, method == "langevin"
-    sigma_min = sigma_min if sigma_min is not None else LANGEVIN_SIGMA_MIN if langevin else SIGMA_MIN
+    sigma_min = options.sigma_min if options.sigma_min is not None else LANGEVIN_SIGMA_MIN if langevin else SIGMA_MIN
+    kwargs: dict = {}
     if method == "heun":
-        steps, options = nfe // 2 + 1, {"euler_steps": 1 - nfe % 2}
+        steps, kwargs = nfe // 2 + 1, {"euler_steps": 1 - nfe % 2}
+    elif method == "dpmpp-3m":
+        kwargs = {"lower_order_final": options.lower_order_final}
+    elif method == "ancestral":
+        kwargs = {"eta": options.eta}
     elif langevin:
-        counts = langevin_schedule(nfe - 1, options.pop("steps_per_level", 1))
-        ratio = options.pop("step_ratio", LANGEVIN_STEP_RATIO)
-        options = {"step_lr": ratio * sigma_min ** 2, **options, "steps_per_level": counts}
-        steps = len(counts)
-    kind = grid or ("geometric" if langevin else "karras")
-    return fn, sigma_grid(kind, steps, sigma_max, sigma_min, rho), options
+        counts = langevin_schedule(nfe - 1, options.steps_per_level)
+        step_lr = options.step_lr if options.step_lr is not None else options.step_ratio * sigma_min ** 2
+        kwargs, steps = {"step_lr": step_lr, "steps_per_level": counts}, len(counts)
+    kind = options.grid or ("geometric" if langevin else "karras")
+    if kind != "karras" and options.rho != RHO:
+        raise InputError(f"rho shapes the karras grid only; {method} runs on a {kind} grid here (set grid=karras "
+                         "or drop rho)")
+    return fn, sigma_grid(kind, steps, options.sigma_max, sigma_min, options.rho), kwargs
