@@ -1,9 +1,16 @@
-"""Atomic writes: a file appears complete or not at all (temp file in the same directory + rename)."""
+"""Atomic writes: a file appears complete or not at all (temp file in the same directory + rename).
+
+A temp file is named ``.{name}.{pid}.{random}.tmp`` (``TEMP_NAME``): the target's name and the id of the
+process writing it. A process killed mid-write (SIGKILL, power loss) cannot delete its temp file, so runs
+call :func:`remove_stale_temps` when they start: it removes the temp files whose writer is gone and keeps
+those of live writers (a concurrent run in the same folder stays safe).
+"""
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -25,12 +32,21 @@ def ensure_writable_dir(directory: str | os.PathLike) -> Path:
     return directory
 
 
+# ``.{name}.{pid}.{random}.tmp`` (pid of the writer; ``random``: tempfile's 8 characters), or the pid-less
+# ``.{name}.{random}.tmp`` of older versions. A name that fits both forms is read as the pid form (the
+# cautious reading: a live pid keeps the file).
+TEMP_NAME = re.compile(r"^\.(?P<name>.+?)\.(?:(?P<pid>[0-9]+)\.)?(?P<random>[a-z0-9_]{8})\.tmp$")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it onto ``path``, on error delete it."""
+    """Yield a temporary path beside ``path``; on success rename it onto ``path``, on error delete it.
+
+    The temp file is ``.{path.name}.{pid}.{random}.tmp`` (see ``TEMP_NAME``), so that
+    :func:`remove_stale_temps` can tell a killed writer's leftover from a live writer's file."""
     path = Path(path)
     ensure_writable_dir(path.parent if str(path.parent) else ".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
     try:
@@ -38,6 +54,98 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _writer_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (signal 0 probes without signalling)."""
+    if pid <= 0:  # not a process id (0 and negatives would address process groups)
+        return False
+    if os.name == "nt":  # os.kill(pid, 0) would terminate the process there: never judge, keep the file
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    except OverflowError:  # too large to be a process id
+        return False
+    return True
+
+
+def _stale_temp_name(name: str, targets: set[str] | None) -> bool:
+    """Whether the file name ``name`` is a temp file (of a target in ``targets``, if given) whose writer is
+    gone. A name is tried in the pid form first; when the writer is alive it is kept."""
+    if not name.startswith(".") or not name.endswith(".tmp"):
+        return False
+    if targets is None:
+        match = TEMP_NAME.match(name)
+        if match is None:
+            return False
+        return match["pid"] is None or not _writer_alive(int(match["pid"]))
+    for target in targets:
+        prefix = f".{target}."
+        if not name.startswith(prefix):
+            continue
+        rest = name[len(prefix):-len(".tmp")]  # "{pid}.{random}" or "{random}"
+        pid, dot, random = rest.rpartition(".")
+        if not re.fullmatch(r"[a-z0-9_]{8}", random):
+            continue
+        if not dot:
+            return True  # pid-less temp of an older version: stale
+        if pid.isdigit() and pid.isascii():
+            if not _writer_alive(int(pid)):
+                return True
+    return False
+
+
+def remove_stale_temps(directory: str | os.PathLike, *, names=None, recursive: bool = True) -> list[Path]:
+    """Delete the temp files that killed writers left in ``directory``; returns the deleted paths.
+
+    A temp file is one named by :func:`atomic_path`: ``.{name}.{pid}.{random}.tmp``. It is deleted when
+    process ``pid`` no longer exists on this machine (``os.kill(pid, 0)`` raises ``ProcessLookupError``);
+    it is kept while ``pid`` lives (a concurrent writer, even another user's: ``PermissionError``), so
+    calling this at the start of a run never breaks a concurrent run's atomic write. Pid-less temp files
+    ``.{name}.{random}.tmp`` (written by versions before pids were recorded) are always deleted as stale
+    (so a live writer of such an older version is not protected).
+
+    ``names``: only the temp files of these target file names (e.g. ``["x.npz"]`` deletes
+    ``.x.npz.*.tmp`` and nothing else), for folders that belong to the user (the folder of
+    ``--out x.npz``). ``recursive``: also every subfolder (symlinks are not followed). Nothing that
+    is not a temp file of this form is touched; a missing ``directory`` deletes nothing, and a folder
+    that cannot be read or a file that cannot be deleted is skipped (not an error).
+
+    Limits: process ids are those of this machine (and pid namespace): a live writer on another host
+    sharing the folder looks dead. A dead writer whose pid was since reused looks alive, so its temp
+    file stays until a later run finds the pid free.
+    """
+    directory = Path(directory)
+    targets = None if names is None else {Path(n).name for n in ([names] if isinstance(names, str) else names)}
+    removed: list[Path] = []
+    pending = [directory]
+    while pending:
+        folder = pending.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:  # gone, or not ours to read
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if recursive:
+                        pending.append(Path(entry.path))
+                    continue
+                is_file = entry.is_file(follow_symlinks=False)
+            except OSError:
+                continue
+            if is_file and _stale_temp_name(entry.name, targets):
+                path = Path(entry.path)
+                try:
+                    path.unlink(missing_ok=True)
+                except OSError:  # not ours to delete (another user's folder): leave it, run on
+                    continue
+                removed.append(path)
+    return sorted(removed)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import CorruptFileError
-from ..io import ensure_writable_dir, write_json
+from ..io import ensure_writable_dir, remove_stale_temps, write_json
 
 
 @dataclass(frozen=True)
@@ -53,10 +53,12 @@ RUN_PRODUCTS = ("cells", "maps", "samples")
 class ResultStore:
     """Finished cells of one run directory. A fresh run (not ``resume``) first deletes every product of an
     earlier run there (``RUN_PRODUCTS``), so nothing computed by older code (a map fitted by an older
-    solver, say) leaks into it; only ``resume`` reuses them."""
+    solver, say) leaks into it; only ``resume`` reuses them. Either way, temp files left there by killed
+    runs are removed (``remove_stale_temps``; a live concurrent run's are kept)."""
 
     def __init__(self, directory: str | Path, resume: bool = False):
         self.directory = ensure_writable_dir(Path(directory))
+        remove_stale_temps(self.directory)
         self.cells = self.directory / "cells"
         if not resume:
             for product in RUN_PRODUCTS:

@@ -11,6 +11,7 @@ from ..cache import cache_dir, config_key
 from ..data import Dataset, empirical_denoiser
 from ..denoisers import Denoiser
 from ..errors import InputError
+from ..io import remove_stale_temps
 from .training import TrainConfig, as_dataset, default_config, model_from_checkpoint, train_denoiser
 
 MODEL_KINDS = ("exact", "trained")
@@ -43,11 +44,13 @@ def train_cached(dataset: Dataset | str, config: TrainConfig | None = None, seed
                  device: str | torch.device = "cpu", progress: bool = True, resume: bool = False,
                  checkpoint_every: int = 500) -> tuple[Path, dict]:
     """Train into the cache: checkpoints go to the entry's ``.partial.pt`` file (``resume`` continues
-    from it), which becomes the entry when training ends. Returns ``(path, history)``."""
+    from it), which becomes the entry when training ends. Returns ``(path, history)``. Temp files of
+    the entry and of its checkpoint left by killed runs are removed first (a live writer's are kept)."""
     dataset = as_dataset(dataset)
     config = config or default_config(dataset)
     path = cached_model_path(dataset, config, seed)
     partial = partial_path(path)
+    remove_stale_temps(path.parent, names=[path.name, partial.name], recursive=False)
     _, history = train_denoiser(dataset, config, seed=seed, device=device, progress=progress, checkpoint=partial,
                                 checkpoint_every=checkpoint_every, resume=resume)
     os.replace(partial, path)

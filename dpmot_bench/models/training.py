@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..data import Dataset, get_dataset
 from ..errors import CorruptFileError, InputError, unknown_name
-from ..io import atomic_path
+from ..io import atomic_path, remove_stale_temps
 from ..noise import block_seed
 from .networks import MLP, EDMDenoiser, SmallUNet
 
@@ -158,6 +158,8 @@ def train_denoiser(dataset: Dataset | str, config: TrainConfig | None = None, *,
     With ``checkpoint`` a path, the full state is written there atomically every ``checkpoint_every``
     steps and at the end; with ``resume`` training continues from that file (it must exist and hold
     the same dataset, config and seed) and ends with exactly the weights of an uninterrupted run.
+    Temp files of ``checkpoint`` left by killed runs are removed first (only that file name's; a live
+    concurrent writer's are kept).
     """
     dataset = as_dataset(dataset)
     config = (config or default_config(dataset.name)).validate(dataset)
@@ -167,6 +169,9 @@ def train_denoiser(dataset: Dataset | str, config: TrainConfig | None = None, *,
         raise InputError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     if resume and checkpoint is None:
         raise InputError("resume needs a checkpoint path")
+    if checkpoint is not None:
+        checkpoint = Path(checkpoint)
+        remove_stale_temps(checkpoint.parent, names=[checkpoint.name], recursive=False)
     device = torch.device(device)
     data = training_data(dataset, config)
     sigma_data = float(data.double().std())

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from ..errors import InputError, check_points, check_weights, unknown_name
 from ..options import unknown_keys
+from ..io import remove_stale_temps
 from . import kernel
 from .distributed import is_main_process
 from .files import load_checkpoint, load_ot, save_checkpoint, save_ot
@@ -107,12 +108,15 @@ class SemiDiscreteOT:
         """Fit h so that every power cell has its target's weight (uniform weights by default)."""
         problem, options = self._validated(targets, weights)
         fingerprint = self._fingerprint(problem, options)
+        main = is_main_process()
+        if self.checkpoint is not None and main:  # a killed fit's temp checkpoints (never a live writer's)
+            checkpoint = Path(self.checkpoint)
+            remove_stale_temps(checkpoint.parent, names=[checkpoint.name], recursive=False)
         state, history = None, []
         if self.checkpoint is not None and Path(self.checkpoint).exists():
             state, history = load_checkpoint(self.checkpoint, fingerprint, problem.device)
         seconds_before = history[-1]["seconds"] if history else 0.0
         start = time.perf_counter()
-        main = is_main_process()
         bar = tqdm(total=options.get("max_iter"), initial=len(history), disable=not (self.progress and main),
                    desc=f"fit-ot {self.solver}", unit="it", leave=False)
         with bar:
@@ -192,10 +196,13 @@ class SemiDiscreteOT:
     # ------------------------------------------------------------------------------------------ files
     def save(self, path: str | Path, **meta_extra) -> None:
         """Write the OT file of DESIGN.md; ``meta_extra`` (JSON-able) goes into ``meta`` (e.g. dataset,
-        sigma_star)."""
+        sigma_star). Temp files of ``path`` left by killed writers are removed first (only those of this
+        file name: the folder may be the user's)."""
         from .. import __version__
 
         self._check_fitted()
+        path = Path(path)
+        remove_stale_temps(path.parent, names=[path.name], recursive=False)
         meta = {"source": self.source.to_meta(), "sigma_star": None, "dataset": None, "seed": self.seed,
                 "solver": self.solver, "version": __version__, "n_iter": getattr(self, "n_iter_", None),
                 "fit_seconds": getattr(self, "fit_seconds_", None),

@@ -15,7 +15,7 @@ from ..bench.runner import run_suite
 from ..bench.stats import summarise
 from ..bench.suites import Suite
 from ..data import get_dataset
-from ..io import ensure_writable_dir, write_json, write_text
+from ..io import ensure_writable_dir, remove_stale_temps, write_json, write_text
 from ..provenance import provenance
 from . import figures
 from .claims import claims_table, mixing_metric, quality_metric
@@ -330,7 +330,11 @@ class Report:
 
 
 def build_report(suite: Suite, out: str | Path, *, resume: bool = False, device="cpu", progress=True) -> Path:
+    """Run ``suite`` into ``out`` and write the report there. Temp files that killed runs left anywhere
+    under ``out`` are removed first (those of a live concurrent run are kept), so an interrupted run
+    resumed with ``resume`` ends with exactly the files of an uninterrupted one."""
     out = ensure_writable_dir(Path(out))
+    remove_stale_temps(out)
     ensure_writable_dir(out / "figures")
     start = time.perf_counter()
     rows = run_suite(suite, out, resume=resume, device=device, progress=progress)
