@@ -13,12 +13,12 @@ from hypothesis import given, strategies as st
 from scipy import stats
 
 from dpmot_bench.bench.runner import expand, run_suite
-from dpmot_bench.bench.stats import mean_ci, summarise
+from dpmot_bench.stats import mean_ci, summarise
 from dpmot_bench.bench.store import Cell, ResultStore
 from dpmot_bench.bench.suites import SUITES, Suite, get_suite
 from dpmot_bench.errors import CorruptFileError, InputError, UnknownNameError
 from dpmot_bench.report.claims import claims_table
-from dpmot_bench.report.tables import markdown_table, with_ci
+from dpmot_bench.render import markdown_table, with_ci
 
 # Cheap cells only (exact GMM denoiser, no OT fit): a run takes seconds.
 BASELINE_SUITE = Suite("baselines", "test", datasets=("gmm-ring8",), samplers=("euler", "heun"), nfes=(1, 2, 5),
@@ -167,7 +167,7 @@ def test_solver_report_states_the_time_goal_and_its_cost(tmp_path):
     """The OT solver section of the report, on made-up rows: the first logged point within both error
     bounds decides the time to the goal; over 10 s it says so with the cost of one final-sample pass; a
     solver that never gets there is reported with its best error, and both are timed to 1.1 x that error."""
-    from dpmot_bench.bench.ot_bench import _solver_markdown
+    from dpmot_bench.report.ot_section import _solver_markdown
 
     def row(solver, seconds, l1, max_rel, **extra):
         return {"solver": solver, "N": 1000, "d": 16, "iteration": 0, "seconds": seconds, "source_samples": 0,

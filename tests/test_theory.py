@@ -18,7 +18,7 @@ from dpmot_bench.data import get_dataset
 from dpmot_bench.data.gmm import GaussianMixture
 from dpmot_bench.errors import InputError, ShapeError
 from dpmot_bench.ot.kernel import potential
-from dpmot_bench.theory import closed_forms as cf
+from . import closed_forms as cf
 from dpmot_bench.theory import lipschitz as lip
 from dpmot_bench.theory import ot_stage as ots
 from dpmot_bench.theory.flows import integrate_flow

@@ -18,7 +18,7 @@ from dpmot_bench.cli import main
 from dpmot_bench.data import get_dataset
 from dpmot_bench.errors import UnknownNameError
 from dpmot_bench.theory import checks, fit_rates, run_bound_checks, summarise_rows
-from dpmot_bench.theory.closed_forms import GaussianData, linear_flow_factors, shifted_denoiser_flow_error
+from .closed_forms import GaussianData, linear_flow_factors, shifted_denoiser_flow_error
 from dpmot_bench.theory.summary import finite_json
 from dpmot_bench.threads import one_cpu_thread
 

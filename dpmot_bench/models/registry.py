@@ -14,7 +14,6 @@ from ..errors import InputError
 from ..io import remove_stale_temps
 from .training import TrainConfig, as_dataset, default_config, model_from_checkpoint, train_denoiser
 
-MODEL_KINDS = ("exact", "trained")
 DEFAULT_SEED = 0
 
 

@@ -21,7 +21,6 @@ from ..errors import CorruptFileError, InputError, check_weights
 from ..io import save_npz
 
 FORMAT = "dpmot-ot"
-FORMAT_VERSION = 1
 REQUIRED_META = ("source", "sigma_star", "dataset", "seed", "solver", "version")
 
 

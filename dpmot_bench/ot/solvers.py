@@ -480,7 +480,7 @@ def newton_qmc(problem: Problem, state: dict | None = None, *, max_iter: int = 2
         g = masses - nu
         state["samples_used"] += n
         state["iteration"] += 1
-        state["log"] = log = {"iteration": state["iteration"] - 1, "stage": stage, "samples": n,
+        state["log"] = {"iteration": state["iteration"] - 1, "stage": stage, "samples": n,
                               **mass_errors(masses, nu), "step": a, "tau": tau}
         if state["g"] is None:
             accept = True

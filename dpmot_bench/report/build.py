@@ -2,7 +2,6 @@
 ``results.json`` into the output directory. Each file is written atomically and ``index.md`` last."""
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -12,14 +11,14 @@ import pandas as pd
 
 from .. import __version__
 from ..bench.runner import run_suite
-from ..bench.stats import summarise
 from ..bench.suites import Suite
 from ..data import get_dataset
 from ..io import ensure_writable_dir, remove_stale_temps, write_json, write_text
 from ..provenance import provenance
-from . import figures
-from .claims import claims_table, mixing_metric, quality_metric
-from .tables import markdown_table, with_ci
+from ..render import markdown_table, with_ci
+from ..stats import summarise
+from . import figures, ot_section
+from .claims import claims_table
 
 SAMPLE_METRICS = ["w2", "fd", "high_quality", "between_modes", "outliers", "modes_covered", "kl", "tv", "mmr",
                   "precision", "recall", "density", "coverage", "copy_rate_train", "copy_rate_targets",
@@ -275,10 +274,8 @@ class Report:
         parts = {task: _frame(self.rows, task) for task in ("ot-kernel", "ot-solver", "ot-scale")}
         if all(p.empty for p in parts.values()):
             return
-        from ..bench import ot_bench
-
         self.add("## Semi-discrete OT engine\n")
-        self.add(ot_bench.report_section(parts["ot-kernel"], parts["ot-solver"], parts["ot-scale"], self.fig_dir))
+        self.add(ot_section.report_section(parts["ot-kernel"], parts["ot-solver"], parts["ot-scale"], self.fig_dir))
 
     def bound(self) -> None:
         rows = _frame(self.rows, "bound")
@@ -340,6 +337,3 @@ def build_report(suite: Suite, out: str | Path, *, resume: bool = False, device=
     rows = run_suite(suite, out, resume=resume, device=device, progress=progress)
     return Report(suite, out, rows, time.perf_counter() - start, str(device)).write()
 
-
-def rows_from_json(path: str | Path) -> list[dict]:
-    return json.loads(Path(path).read_text())["rows"]

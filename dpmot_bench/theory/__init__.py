@@ -1,6 +1,5 @@
 """Numerical checks of DPM-OT's error bounds (statements and proofs in ``theory/*.md``).
 
-* :mod:`.closed_forms`: Gaussian / 1-D oracles (W2, the linear Gaussian flow, exact 1-D semi-discrete OT).
 * :mod:`.ot_stage`, :mod:`.lipschitz`, :mod:`.flows`, :mod:`.rates`: the lemmas' quantities.
 * :func:`run_bound_checks` (tidy rows), :func:`summarise_rows`, :func:`fit_rates`, :func:`plot_bound`.
 """

@@ -33,14 +33,14 @@ from ..denoisers import CountingDenoiser
 from ..errors import InputError, unknown_name
 from ..noise import SampleNoise
 from ..ot import GaussianSource, SemiDiscreteOT
-from ..samplers.plans import plan
+from ..samplers.plans import SIGMA_MIN, plan
 from ..threads import one_cpu_thread
 from . import lipschitz as lip
 from . import ot_stage as ots
 from .flows import integrate_flow
 from .rates import binomial_mad, latent_lower_bound
 
-SIGMA_END = 0.002           # = samplers.plans.SIGMA_MIN
+SIGMA_END = SIGMA_MIN       # the last level before 0 of the samplers' grids
 GRID_LEVELS = 33            # log-sigma quadrature nodes on [SIGMA_END, sigma_star]
 FLOW_RTOL = 1e-8
 # A float32 network's velocity carries ~1e-7 relative rounding noise: a tighter tolerance only makes the

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ..io import ensure_writable_dir
-from ..report.figures import plt, save, sns
+from ..render import plt, save, sns
 
 TERMS = {"lhs": "left side W2(p_gen, p_data)", "e_ot": "E_OT", "e_disc_path": "E_disc (pathwise)",
          "e_den_path": "E_den (pathwise)", "e_lat": "E_lat", "e_lat_lower": "E_lat lower bound (R1)",

@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from ..bench.stats import summarise
-from ..report.tables import fmt
+from ..render import fmt
+from ..stats import summarise
 from .rates import fit_slope
 
 CONFIG_FIELDS = ["dataset", "model", "shift", "n_latents", "sigma_star", "sampler", "nfe", "ot_solver", "ot_iters", "tau",

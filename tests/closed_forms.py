@@ -19,7 +19,7 @@ import torch
 from scipy import stats
 from scipy.linalg import eigh
 
-from ..errors import InputError, ShapeError, check_sigma
+from dpmot_bench.errors import InputError, ShapeError, check_sigma
 
 
 # ----------------------------------------------------------------------------------------- W2 oracles

@@ -1,13 +1,34 @@
-"""Markdown tables from pandas frames.
+"""Rendering shared by every layer that writes results: markdown tables from pandas frames and
+seaborn / matplotlib figures written as PNG through atomic writes. It imports only the core (io), so
+bench/, theory/ and report/ can all use it without importing each other.
 
-pandas' ``DataFrame.to_markdown`` needs the ``tabulate`` package, which is not a dependency; this is the
-few lines it takes to print a pipe table with formatted numbers (and ``mean ± ci`` cells).
+pandas' ``DataFrame.to_markdown`` needs the ``tabulate`` package, which is not a dependency; the table
+helpers are the few lines it takes to print a pipe table with formatted numbers (and ``mean ± ci`` cells).
 """
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
-import pandas as pd
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from .io import atomic_path  # noqa: E402
+
+sns.set_theme(style="whitegrid", context="paper")
+__all__ = ["plt", "sns", "save", "fmt", "with_ci", "markdown_table"]
+
+
+def save(fig, path: Path) -> Path:
+    """Write ``fig`` as a PNG at ``path`` (atomically) and close it."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
 
 def fmt(value, digits: int = 3) -> str:
