@@ -21,18 +21,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def resolve_device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise InputError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda was asked for but CUDA is not available here; use --device cpu")
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise InputError(f"unsupported device {name!r}; use cpu or cuda")
-    return device
-
-
 def _common(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
@@ -464,7 +452,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         _non_negative_seed(args)
-        args.device = resolve_device(args.device)
+        from .devices import as_device
+
+        args.device = as_device(args.device)
         return args.run(args)
     except InputError as err:
         print(f"dpmot {args.command}: error: {err}", file=sys.stderr)

@@ -38,6 +38,12 @@ def ensure_writable_dir(directory: str | os.PathLike) -> Path:
 TEMP_NAME = re.compile(r"^\.(?P<name>.+?)\.(?:(?P<pid>[0-9]+)\.)?(?P<random>[a-z0-9_]{8})\.tmp$")
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path``, on error delete it.
@@ -51,6 +57,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a written file gets the user's umask
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -162,3 +169,28 @@ def save_npz(path: str | os.PathLike, **arrays) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
             np.savez(handle, **arrays)
+
+
+def load_tensors(path: str | os.PathLike, what: str, fix: str):
+    """``torch.load(path, weights_only=True)`` onto the CPU: tensors and plain containers only, never code.
+    Anything else (a pickle of objects, garbage, a directory) is a one-line CorruptFileError naming ``what``
+    and ``fix``; torch's own warning about what it refused is silenced (the error says it)."""
+    import warnings
+
+    import torch
+
+    from .errors import CorruptFileError
+
+    path = Path(path)
+    if path.is_dir():
+        raise CorruptFileError(f"{what} {str(path)!r} is a directory, not a file; {fix}")
+    if not path.is_file():
+        raise CorruptFileError(f"{what} {str(path)!r} does not exist; {fix}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types (UnpicklingError, RuntimeError, EOFError, ...)
+        raise CorruptFileError(f"{what} {str(path)!r} is not a readable tensor file ({type(err).__name__}: only "
+                               f"tensors are loaded, never pickled objects); {fix}") from None
+

@@ -213,3 +213,17 @@ def test_cli_bad_input_is_one_line_and_status_2(args):
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and "error" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_atomic_writes_follow_the_umask(tmp_path, umask):
+    import os
+
+    from dpmot_bench.io import write_text
+
+    old = os.umask(umask)
+    try:
+        write_text(tmp_path / "f.txt", "x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o666 & ~umask

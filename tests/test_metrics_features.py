@@ -144,7 +144,7 @@ def test_missing_or_corrupt_weights_file(tmp_path):
         InceptionFeatures(tmp_path / "nope.pth")
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"\x00not a state dict")
-    with pytest.raises(CorruptFileError, match="not a readable state dict"):
+    with pytest.raises(CorruptFileError, match="Inception weights file .* is not a readable tensor file"):
         InceptionFeatures(garbage)
 
 

@@ -236,7 +236,7 @@ def test_trained_model_is_cached_and_trained_once(tmp_path, monkeypatch):
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # from the deliberately foreign file
 def test_checkpoint_files_missing_corrupt_foreign_or_mismatched(tmp_path, ring_model):
     _, _, path = ring_model
-    assert isinstance(get_denoiser("gmm-ring8", str(path)), EDMDenoiser)
+    assert isinstance(get_denoiser("gmm-ring8", str(path)).denoiser, EDMDenoiser)
     with pytest.raises(CorruptFileError, match="does not exist"):
         get_denoiser("gmm-ring8", str(tmp_path / "missing.pt"))
     garbage = tmp_path / "garbage.pt"

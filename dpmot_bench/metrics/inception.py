@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import CorruptFileError, InputError, ShapeError, check_finite
+from ..errors import InputError, ShapeError, check_finite
+from ..io import load_tensors
 
 
 def _load_extractor(weights_path: str):
@@ -41,14 +42,9 @@ class InceptionFeatures:
 
     def __init__(self, weights_path: str | os.PathLike, device: str | torch.device = "cpu", batch_size: int = 100):
         path = Path(weights_path)
-        if not path.is_file():
-            raise CorruptFileError(f"Inception weights file {str(path)!r} does not exist; pass a local copy "
-                                   "of torch-fidelity's weights-inception-2015-12-05-6726825d.pth (no downloads)")
-        try:  # only tensors: refuse pickled code before handing the path to the third-party loader
-            torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise CorruptFileError(f"Inception weights file {str(path)!r} is not a readable state dict "
-                                   f"({type(err).__name__}); re-download torch-fidelity's weights file") from None
+        # only tensors: refuse pickled code before handing the path to the third-party loader
+        load_tensors(path, "Inception weights file", "pass a local copy of torch-fidelity's "
+                     "weights-inception-2015-12-05-6726825d.pth (nothing is downloaded)")
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
         self.device, self.batch_size = torch.device(device), batch_size

@@ -9,7 +9,8 @@ import torch
 
 from ..cache import cache_dir, config_key
 from ..data import Dataset, empirical_denoiser
-from ..denoisers import Denoiser
+from ..denoisers import Denoiser, FixedBatchDenoiser
+from ..devices import as_device
 from ..errors import InputError
 from ..io import remove_stale_temps
 from .training import TrainConfig, as_dataset, default_config, model_from_checkpoint, train_denoiser
@@ -71,10 +72,12 @@ def get_denoiser(dataset: Dataset | str, model: str = "exact", device: str | tor
       (missing, corrupt or foreign files raise :class:`~dpmot_bench.errors.CorruptFileError`; a model
       trained on another dataset raises :class:`~dpmot_bench.errors.InputError`).
 
-    Trained models come back in eval mode without gradients, on ``device``; inputs must be on it too.
+    Trained models come back in eval mode without gradients, on ``device``, wrapped in
+    :class:`~dpmot_bench.denoisers.FixedBatchDenoiser` (samples independent of the batch size); inputs must
+    be on ``device`` too.
     """
     dataset = as_dataset(dataset)
-    device = torch.device(device)
+    device = as_device(device)
     if model == "exact":
         if dataset.mixture is not None:
             return dataset.mixture.to(device).denoise
@@ -83,7 +86,7 @@ def get_denoiser(dataset: Dataset | str, model: str = "exact", device: str | tor
         path = cached_model_path(dataset)
         if not path.is_file():  # train on first use, continuing an interrupted run (same result)
             train_cached(dataset, device=device, progress=progress, resume=partial_path(path).is_file())
-        return model_from_checkpoint(path, device)[0]
+        return FixedBatchDenoiser(model_from_checkpoint(path, device)[0])
     if not isinstance(model, (str, Path)) or not str(model):
         raise InputError(f"model must be 'exact', 'trained' or a checkpoint path, got {model!r}")
     denoiser, meta = model_from_checkpoint(model, device)
@@ -93,4 +96,4 @@ def get_denoiser(dataset: Dataset | str, model: str = "exact", device: str | tor
     if not meta["finished"]:
         raise InputError(f"checkpoint {str(model)!r} is unfinished (step {meta['step']} of "
                          f"{meta['config']['steps']}); finish it with `dpmot train ... --out {model} --resume`")
-    return denoiser
+    return FixedBatchDenoiser(denoiser)

@@ -13,6 +13,7 @@ the same steps as an uninterrupted one, on any device.
 """
 from __future__ import annotations
 
+
 import copy
 import math
 import time
@@ -25,7 +26,7 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..data import Dataset, get_dataset
 from ..errors import CorruptFileError, InputError, unknown_name
-from ..io import atomic_path, remove_stale_temps
+from ..io import atomic_path, load_tensors, remove_stale_temps
 from ..noise import block_seed
 from .networks import MLP, EDMDenoiser, SmallUNet
 
@@ -249,14 +250,7 @@ def load_checkpoint(path: str | Path) -> dict:
     """Read a checkpoint (data only: ``weights_only=True``, tensors on the CPU) and check its format.
 
     Missing, unreadable or foreign files raise :class:`CorruptFileError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise CorruptFileError(f"checkpoint {str(path)!r} does not exist; train one with `dpmot train`")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types (UnpicklingError, RuntimeError, EOFError, ...)
-        raise CorruptFileError(f"{str(path)!r} is not a readable dpmot-bench checkpoint ({type(err).__name__}); "
-                               "pass a file written by `dpmot train`") from None
+    state = load_tensors(path, "checkpoint", "pass a .pt file written by `dpmot train`")
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CorruptFileError(f"{str(path)!r} is not a dpmot-bench denoiser checkpoint; pass a file written "
                                "by `dpmot train`")
@@ -286,7 +280,8 @@ def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") 
     try:
         model.load_state_dict(weights)
     except (RuntimeError, KeyError) as err:
-        raise CorruptFileError(f"{str(path)!r}: the weights do not fit the stored config ({err}); "
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CorruptFileError(f"{str(path)!r}: the weights do not fit the stored config ({first}); "
                                "the file is damaged") from None
     model.to(torch.device(device)).eval().requires_grad_(False)
     meta = {key: state[key] for key in ("dataset", "config", "seed", "step")}

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from ..data import Dataset
 from ..denoisers import CountingDenoiser, Denoiser
+from ..devices import as_device
 from ..errors import InputError, unknown_name
 from ..noise import SampleNoise
 from . import dpmot
@@ -96,7 +97,7 @@ class SamplingPlan:
         n, batch_size = _check_count(n, "n"), _check_count(batch_size, "batch_size")
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise InputError(f"seed must be a non-negative integer, got {seed!r}")
-        device = torch.device(device)
+        device = as_device(device)
         xs, indices = [], []
         counted = CountingDenoiser(denoiser)
         start_time = time.perf_counter()
@@ -124,6 +125,7 @@ def prepare(dataset: str | Dataset, sampler: str | Preset, nfe: int, options: Ma
     preset's tail; then, for DPM-OT without ``ot_map``, fit the preset's map on the spot (the only
     expensive step, after every check)."""
     dataset = dpmot.as_dataset(dataset)
+    device = as_device(device)
     values = dict(options or {})
     name, options = sampler_options(sampler, values)
     nfe = check_nfe(nfe)
