@@ -145,7 +145,7 @@ def test_adam_mc_follows_the_reference_schedule():
     assert fit.n_source_samples_ == sum(samples)
     # the kept h is the iterate with the smallest measured gradient: re-measuring on that iteration's
     # sample gives the same gradient norm
-    from dpmot_bench.ot.solvers import ADAM_KEY, Problem, sample_masses
+    from dpmot_bench.ot.problem import ADAM_KEY, Problem, sample_masses
     problem = Problem(fit.source, fit.targets_, fit.weights_, 0)
     masses = sample_masses(problem, problem.sample(best["samples"], (ADAM_KEY, best["iteration"])), fit.h_)
     assert float((masses - fit.weights_).norm()) == pytest.approx(best["grad_norm"], rel=1e-12)

@@ -16,7 +16,8 @@ import torch
 from hypothesis import assume, given, settings, strategies as st
 from scipy import optimize, spatial, stats
 
-from dpmot_bench.ot import GaussianSource, SemiDiscreteOT, UniformSource, kernel, solvers
+from dpmot_bench.ot import GaussianSource, SemiDiscreteOT, UniformSource, curvature, kernel
+from dpmot_bench.ot.problem import Problem
 from dpmot_bench.ot.exact2d import exact_masses, power_cells
 from dpmot_bench.ot.sampling import SourceSample
 
@@ -194,13 +195,13 @@ def test_facet_jacobian_matches_finite_differences_of_exact_masses(seed, n, unif
     source = UniformSource(2, -1.0, 1.0) if uniform else GaussianSource(2, 0.0, 1.0)
     y = torch.from_numpy(rng.uniform(-1, 1, (n, 2))).float()
     h = torch.from_numpy(rng.normal(0, 0.1, n))
-    problem = solvers.Problem(source, y, torch.full((n,), 1 / n, dtype=torch.float64), seed)
+    problem = Problem(source, y, torch.full((n,), 1 / n, dtype=torch.float64), seed)
     eps, yd = 1e-6, y.double().numpy()
     exact = np.stack([(exact_masses(source, yd, (h + eps * e).numpy()) - exact_masses(source, yd, (h - eps * e).numpy()))
                       / (2 * eps) for e in torch.eye(n, dtype=torch.float64)], 1)
     assume(np.linalg.norm(exact) > 0)
     x = problem.sample(2**20, (9,), quasi=True).head(2**20)
-    estimate = solvers.facet_jacobian(problem, x, h, band_quantile=0.01, dense=True).numpy()
+    estimate = curvature.facet_jacobian(problem, x, h, band_quantile=0.01, dense=True).numpy()
     assert np.allclose(estimate, estimate.T) and np.allclose(estimate.sum(1), 0)  # a graph Laplacian
     assert np.linalg.norm(estimate - exact) <= 0.15 * np.linalg.norm(exact)
 
@@ -211,10 +212,10 @@ def test_refill_gives_an_empty_cell_the_points_nearest_to_joining_it():
     threshold), and no other cell's h moves (up to the centring)."""
     y = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [0.0, 1.0], [0.0, -0.3]])
     h = torch.tensor([0.0, 0.0, 0.0, -5.0], dtype=torch.float64)
-    problem = solvers.Problem(GaussianSource(2), y, torch.full((4,), 0.25, dtype=torch.float64))
+    problem = Problem(GaussianSource(2), y, torch.full((4,), 0.25, dtype=torch.float64))
     x = problem.sample(2**14, (9,), quasi=True).head(2**14)
     assert kernel.cell_counts(x, y, h)[3] == 0
-    refilled = solvers.refill_empty(problem, x, h, torch.tensor([False, False, False, True]))
+    refilled = curvature.refill_empty(problem, x, h, torch.tensor([False, False, False, True]))
     counts = kernel.cell_counts(x, y, refilled)
     assert 1 <= int(counts[3]) <= 2
     assert torch.allclose((refilled - h)[:3], (refilled - h)[0].expand(3))

@@ -24,7 +24,8 @@ from ..errors import unknown_name
 from ..ot import GaussianSource, kernel
 from ..ot.exact2d import exact_masses
 from ..ot.sampling import SourceSample
-from ..ot.solvers import EVALUATION_KEY, SOLVERS, HeldSample, Problem, mass_errors, sample_masses
+from ..ot.problem import EVALUATION_KEY, HeldSample, Problem, mass_errors, sample_masses
+from ..ot.solvers import SOLVERS, solver_options
 
 SUITES = ("quick", "full")
 
@@ -130,21 +131,21 @@ def _evaluate(problem: Problem, h: torch.Tensor, n_eval: int) -> dict:
             "l1_noise_floor": float((2 * nu * (1 - nu) / (math.pi * n_eval)).sqrt().sum())}
 
 
-def _run_solver(name: str, problem: Problem, budget: float, options: dict, log_every: Callable[[dict], bool]):
-    """Drive a solver generator for at most ``budget`` seconds of solver time; snapshot h where
-    ``log_every(state)`` (and at the end)."""
-    snapshots, elapsed, state = [], 0.0, None
-    steps = SOLVERS[name](problem, None, **options)
-    while elapsed < budget:
-        start = time.perf_counter()
-        state = next(steps, None)
-        elapsed += time.perf_counter() - start
-        if state is None:
-            break
-        if log_every(state) or state["done"]:
-            snapshots.append((state["iteration"], elapsed, state["samples_used"], state["solution"].clone()))
-        if state["done"]:
-            break
+def _run_solver(name: str, problem: Problem, budget: float, options: dict, log_every: Callable[[dict, object], bool]):
+    """Run a solver for at most ``budget`` seconds of solver time (the time between its iteration
+    callbacks, not the snapshots'); snapshot h where ``log_every(state, log)`` (and at the end)."""
+    snapshots, clock = [], {"elapsed": 0.0, "start": 0.0}
+
+    def on_iteration(state: dict, log) -> bool:
+        clock["elapsed"] += time.perf_counter() - clock["start"]
+        if log_every(state, log) or state["done"]:
+            snapshots.append((state["iteration"], clock["elapsed"], state["samples_used"], state["solution"].clone()))
+        clock["start"] = time.perf_counter()
+        return clock["elapsed"] >= budget
+
+    typed = solver_options(name, options)
+    clock["start"] = time.perf_counter()
+    SOLVERS[name].solve(problem, typed, None, on_iteration)
     return snapshots
 
 
@@ -226,14 +227,14 @@ def solver_benchmark(suite: str = "quick", device: str = "cpu", progress: bool =
             # A snapshot at every iteration of the stages with >= 1/64 of the final sample (the earlier ones
             # are far from the goal; evaluating a 16-D snapshot takes ~15 s).
             snapshots = _run_solver(solver, problem, budget, {"n_samples": n_final, "first_smoothing": None},
-                                    lambda state: state["log"]["samples"] * 64 >= n_final)
+                                    lambda state, log: log.samples * 64 >= n_final)
             extra = {"final_samples": n_final, "final_pass_seconds": _pass_seconds(problem, n_final, snapshots[-1][3])}
         elif solver == "adam-mc":
             extra = {}
             # Powers of two, then every 100 iterations: its batch doubles on stalls, so late iterations are
             # long, and sparser snapshots would overstate when it got where it did.
             snapshots = _run_solver(solver, problem, budget, {"max_iter": 10_000},
-                                    lambda state: (it := state["iteration"]) & (it - 1) == 0 or it % 100 == 0)
+                                    lambda state, log: (it := state["iteration"]) & (it - 1) == 0 or it % 100 == 0)
         else:
             n_source = 20 * n_targets if quick else 32 * n_targets
             counts = [10**k for k in range(3, 6 if quick else 7)]

@@ -1,54 +1,48 @@
-"""The fitted semi-discrete OT map as a scikit-learn-like estimator."""
+"""The fitted semi-discrete OT map as a scikit-learn-like estimator, a thin face over
+:func:`~dpmot_bench.ot.solvers.solve_semidiscrete`."""
 from __future__ import annotations
 
-import hashlib
-import inspect
-import json
 import math
-import time
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
-from ..errors import InputError, check_points, check_weights, unknown_name
-from ..options import unknown_keys
+from ..errors import InputError, check_points, unknown_name
 from ..io import remove_stale_temps
 from . import kernel
-from .distributed import is_main_process
-from .files import load_checkpoint, load_ot, save_checkpoint, save_ot
-from .solvers import EVALUATION_KEY, SOLVERS, Problem, mass_errors, sample_masses
-from .sources import GaussianSource, Source, UniformSource, source_from_meta
+from .files import load_ot, save_ot
+from .problem import EVALUATION_KEY, Problem, mass_errors, sample_masses
+from .solvers import DEFAULT_SOLVER, option_names, solve_semidiscrete
+from .sources import Source, source_from_meta
 
-DEFAULT_SOLVER = "newton-qmc"
 DEFAULT_TAU = 0.02  # the follow-up paper's smoothing (arXiv 2410.13431)
 MODES = ("hard", "smooth")
 
 
 def solver_option_names(solver: str) -> tuple[str, ...]:
     """The options a solver takes (besides ``max_iter``, an estimator parameter)."""
-    if solver not in SOLVERS:
-        raise unknown_name("solver", solver, SOLVERS)
-    return tuple(sorted(set(inspect.signature(SOLVERS[solver]).parameters) - {"problem", "state", "max_iter"}))
+    return tuple(name for name in option_names(solver) if name != "max_iter")
 
 
 class SemiDiscreteOT:
     """Semi-discrete optimal transport from a source measure to weighted targets.
 
     The map is ``T(x) = y_{i*(x)}``, ``i*(x) = argmax_i <x, y_i> + h_i``, with h fitted so that every power
-    cell has the mass of its target (see ``solvers.py`` for the maths and the solvers).
+    cell has the mass of its target (:func:`~dpmot_bench.ot.solvers.solve_semidiscrete` states the problem
+    and does the fitting).
 
     Parameters are stored as given and validated in :meth:`fit`: ``source`` (a GaussianSource or
     UniformSource), ``solver`` (a name in ``SOLVERS``), ``max_iter`` (None: the solver's default), ``seed``
     (names every source sample drawn), ``device``, ``progress`` (a tqdm bar), ``checkpoint`` (a path: the
     solver state is saved there atomically every ``checkpoint_every`` iterations, and a fit started with an
     existing checkpoint of the same problem resumes from it, ending with the same h as an uninterrupted fit),
-    and ``solver_options`` passed to the solver.
+    and ``solver_options``, the solver's typed options (``SOLVERS[solver].options``).
 
     Fitted attributes: ``targets_`` (N, d) float32, ``weights_`` and ``h_`` (N,) float64, ``n_iter_``,
-    ``history_`` (one dict per iteration: iteration, samples, l1_mass_error, max_rel_mass_error,
-    empty_cells measured on that iteration's own sample, seconds since the start, ...), ``fit_seconds_``,
-    ``n_source_samples_`` (source points drawn by the solver), ``converged_``.
+    ``history_`` (one dict per iteration: the fields of the solver's log record, e.g. iteration, samples,
+    l1_mass_error, max_rel_mass_error, empty_cells measured on that iteration's own sample, and seconds
+    since the start), ``fit_seconds_``, ``n_source_samples_`` (source points drawn by the solver),
+    ``converged_``, ``options_`` (the typed solver options).
     """
 
     def __init__(self, source: Source, solver: str = DEFAULT_SOLVER, max_iter: int | None = None, seed: int = 0,
@@ -65,79 +59,22 @@ class SemiDiscreteOT:
         self.solver_options = solver_options
 
     # ------------------------------------------------------------------------------------------ fitting
-    def _validated(self, targets, weights) -> tuple[Problem, dict]:
-        if not isinstance(self.source, (GaussianSource, UniformSource)):
-            raise InputError(f"source must be a GaussianSource or UniformSource, got {type(self.source).__name__}")
-        if self.solver not in SOLVERS:
-            raise unknown_name("solver", self.solver, SOLVERS)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise InputError(f"seed must be a non-negative integer, got {self.seed!r}")
-        if self.max_iter is not None and (not isinstance(self.max_iter, int) or self.max_iter < 1):
-            raise InputError(f"max_iter must be a positive integer or None, got {self.max_iter!r}")
-        if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 1:
-            raise InputError(f"checkpoint_every must be a positive integer, got {self.checkpoint_every!r}")
-        unknown_keys(self.solver_options, solver_option_names(self.solver), f"solver {self.solver}")
-        device = torch.device(self.device)
-        targets = check_points(targets, "targets", dim=self.source.dim, min_rows=2)
-        n = targets.shape[0]
-        if torch.unique(targets.float(), dim=0).shape[0] < n:
-            raise InputError("targets contain duplicate rows (two targets at one point share one cell); "
-                             "merge them and add their weights")
-        if weights is None:
-            weights = torch.full((n,), 1.0 / n, dtype=torch.float64)
-        elif not isinstance(weights, torch.Tensor):
-            raise InputError(f"weights must be a torch.Tensor, got {type(weights).__name__}")
-        weights = check_weights(weights.double(), n)
-        if bool((weights <= 0).any()):
-            raise InputError("weights must be > 0 (a target of weight 0 has an empty cell); drop those targets")
-        problem = Problem(self.source, targets.detach().float().to(device), weights.to(device), self.seed)
+    def fit(self, targets: torch.Tensor, weights: torch.Tensor | None = None) -> "SemiDiscreteOT":
+        """Fit h so that every power cell has its target's weight (uniform weights by default)."""
         options = dict(self.solver_options)
         if self.max_iter is not None:
             options["max_iter"] = self.max_iter
-        return problem, options
-
-    def _fingerprint(self, problem: Problem, options: dict) -> str:
-        digest = hashlib.sha256()
-        for tensor in (problem.targets, problem.weights):
-            digest.update(tensor.cpu().numpy().tobytes())
-        digest.update(json.dumps([self.source.to_meta(), self.solver, self.seed, options],
-                                 sort_keys=True, default=str).encode())
-        return digest.hexdigest()
-
-    def fit(self, targets: torch.Tensor, weights: torch.Tensor | None = None) -> "SemiDiscreteOT":
-        """Fit h so that every power cell has its target's weight (uniform weights by default)."""
-        problem, options = self._validated(targets, weights)
-        fingerprint = self._fingerprint(problem, options)
-        main = is_main_process()
-        if self.checkpoint is not None and main:  # a killed fit's temp checkpoints (never a live writer's)
-            checkpoint = Path(self.checkpoint)
-            remove_stale_temps(checkpoint.parent, names=[checkpoint.name], recursive=False)
-        state, history = None, []
-        if self.checkpoint is not None and Path(self.checkpoint).exists():
-            state, history = load_checkpoint(self.checkpoint, fingerprint, problem.device)
-        seconds_before = history[-1]["seconds"] if history else 0.0
-        start = time.perf_counter()
-        bar = tqdm(total=options.get("max_iter"), initial=len(history), disable=not (self.progress and main),
-                   desc=f"fit-ot {self.solver}", unit="it", leave=False)
-        with bar:
-            for state in SOLVERS[self.solver](problem, state, **options):
-                history.append({**state["log"], "seconds": seconds_before + time.perf_counter() - start})
-                bar.update(1)
-                bar.set_postfix(l1=f"{state['log']['l1_mass_error']:.3g}", samples=state["log"]["samples"],
-                                refresh=False)
-                if self.checkpoint is not None and main and state["iteration"] % self.checkpoint_every == 0:
-                    save_checkpoint(self.checkpoint, state, history, fingerprint)
-        if state is None:
-            raise InputError(f"max_iter={self.max_iter} leaves no iteration to run")
-        if self.checkpoint is not None and main:
-            save_checkpoint(self.checkpoint, state, history, fingerprint)
-        self.targets_, self.weights_ = problem.targets, problem.weights
-        self.h_ = state["solution"].clone()
-        self.n_iter_ = state["iteration"]
-        self.history_ = history
-        self.fit_seconds_ = history[-1]["seconds"] if history else 0.0
-        self.n_source_samples_ = state["samples_used"]
-        self.converged_ = bool(state["done"])
+        result = solve_semidiscrete(self.source, targets, weights, self.solver, seed=self.seed, device=self.device,
+                                    progress=self.progress, checkpoint=self.checkpoint,
+                                    checkpoint_every=self.checkpoint_every, **options)
+        self.targets_, self.weights_ = result.problem.targets, result.problem.weights
+        self.h_ = result.h
+        self.n_iter_ = result.n_iter
+        self.history_ = result.history.to_dict("records")
+        self.fit_seconds_ = result.seconds
+        self.n_source_samples_ = result.samples_used
+        self.converged_ = result.converged
+        self.options_ = result.options
         return self
 
     # ------------------------------------------------------------------------------------------ the map

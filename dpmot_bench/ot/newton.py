@@ -1,0 +1,270 @@
+"""``newton-qmc``: multiscale damped Newton on the cell masses, on quasi-Monte-Carlo samples (this
+toolkit's fast solver), after an entropic warm-up.
+
+It solves ``mu(W_i(h)) = nu_i`` for all i, the minimum of the semi-dual
+``E(h) = int max_i (<x, y_i> + h_i) dmu(x) - sum_i nu_i h_i``, in named parts: the sample-size and
+temperature schedule (:func:`newton_levels`), the starting state (:func:`initial_state`), one pass of the
+line search (:func:`newton_iteration`: trial point, acceptance, then a new Newton direction), and the
+stopping rule of a stage (:func:`stage_over`). :func:`newton_qmc` strings them together.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import InputError
+from ..options import check_fields, option
+from .curvature import HessianSum, facet_jacobian, median_gap, newton_direction, refill_empty
+from .problem import INITS, NEWTON_KEY, HeldSample, Problem, initial_h, mass_errors, sample_masses
+
+
+@dataclass(frozen=True)
+class NewtonQMCOptions:
+    """The options of :func:`newton_qmc`, checked when built (an :class:`~dpmot_bench.errors.InputError`
+    names a mistyped or out-of-range field). Sample sizes default to multiples of N, the number of targets.
+
+    ``damping``, ``floor`` and ``shift`` are > 0: the Hessian and the Jacobian are graph Laplacians (h + c
+    is the same solution), singular without their regularisation."""
+
+    max_iter: int = option(200, int, low=1, help="passes over a stage's sample, in all")
+    n_samples: int | None = option(None, int, low=1, optional=True, help="the last stage's sample (default 256 N)")
+    first_samples: int | None = option(None, int, low=1, optional=True, help="the first stage's sample (default 16 N)")
+    growth: int = option(4, int, low=2, help="sample-size factor from one hard stage to the next")
+    quasi: bool = option(True, bool, help="scrambled Sobol points (else Monte Carlo)")
+    smoothing: float = option(0.25, float, above=0, help="the last warm-up temperature, in median score gaps")
+    first_smoothing: float | None = option(4.0, float, above=0, optional=True,
+                                           help="the first warm-up temperature (null: no warm-up)")
+    topk: int = option(8, int, low=2, help="best targets per point in the sparse entropic Hessian")
+    damping: float = option(1e-3, float, above=0, help="Levenberg-Marquardt damping of the entropic Hessian")
+    floor: float = option(1e-2, float, above=0, help="least Hessian diagonal, in medians of its diagonal")
+    trust: float = option(4.0, float, above=0, help="largest entropic step per target, in temperatures")
+    armijo: float = option(1e-4, float, low=0, high=1, help="Armijo's sufficient-decrease constant, < 1")
+    stage_tol: float = option(0.5, float, above=0, help="a stage's |g|_1 goal, in Monte-Carlo l1 errors")
+    final_tol: float = option(0.1, float, above=0, help="the last stage's |g|_1 goal, in Monte-Carlo l1 errors")
+    max_halvings: int = option(6, int, low=0, help="failed step halvings that end a stage")
+    warmup_iter: int = option(10, int, low=0, help="passes per warm-up temperature")
+    band_quantile: float = option(0.2, float, above=0, high=1,
+                                  help="facet band width, a quantile of the distances to the nearest facet, < 1")
+    shift: float = option(1e-2, float, above=0, help="uniform shift of the Jacobian, in medians of its diagonal")
+    init: str = option("moment-matched", str, choices=INITS, help="the starting h")
+    dense_limit: int = option(4096, int, low=0, help="largest N with dense Hessians and Jacobians")
+    hessian_samples: int | None = option(None, int, low=1, optional=True,
+                                         help="points of the entropic Hessian (default 16 N)")
+    jacobian_samples: int | None = option(None, int, low=1, optional=True,
+                                          help="points of the hard Jacobian (default 64 N)")
+    cache_bytes: int = option(2**30, int, low=0, help="largest stage sample held in memory")
+
+    def __post_init__(self):
+        check_fields(self)
+        for name in ("armijo", "band_quantile"):
+            if getattr(self, name) >= 1:
+                raise InputError(f"option {name} must be a number < 1, got {getattr(self, name)!r}")
+
+
+@dataclass(frozen=True)
+class NewtonLog:
+    """One pass of :func:`newton_qmc` over its stage's sample, at the trial point of that pass."""
+
+    iteration: int  # 0-based
+    stage: int  # index into newton_levels
+    samples: int  # the stage's sample size
+    l1_mass_error: float  # sum_i |m_i - nu_i| (hard or smoothed masses, as the stage measures them)
+    max_rel_mass_error: float  # max_i |m_i - nu_i| / nu_i
+    empty_cells: int
+    step: float  # the step length a of the trial point h - a d (0: the stage's first pass)
+    tau: float  # the temperature (0: a hard stage)
+
+
+def newton_levels(n_targets: int, options: NewtonQMCOptions) -> list[tuple[int, float]]:
+    """The (sample size, relative temperature) of each stage: an entropic warm-up whose temperature halves
+    from ``first_smoothing`` down to ``smoothing`` on the first sample (none when ``first_smoothing`` is
+    None), then hard stages (temperature 0) on that sample and on samples ``growth`` times larger, up to
+    ``n_samples``."""
+    n_final = int(options.n_samples or 256 * n_targets)
+    n = min(int(options.first_samples or 16 * n_targets), n_final)
+    levels, relative = [], options.first_smoothing
+    while relative is not None and relative >= options.smoothing:
+        levels.append((n, relative))
+        relative /= 2
+    levels.append((n, 0.0))
+    while n < n_final:
+        n = min(n * options.growth, n_final)
+        levels.append((n, 0.0))
+    return levels
+
+
+def initial_state(problem: Problem, options: NewtonQMCOptions) -> dict:
+    """The solver state before the first pass (tensors and JSON-able scalars, resumable as is): stage 0
+    at the starting h, no direction yet."""
+    h = initial_h(problem, options.init)
+    return {"iteration": 0, "stage": 0, "stage_start": 0, "h": h, "solution": h, "tau": None, "g": None,
+            "step": None, "halving": 0, "scale": 1.0, "refilled": -1, "done": False, "samples_used": 0}
+
+
+class StageSamples:
+    """The points the passes integrate over, drawn on first use and never part of the state (a resumed
+    run redraws them from seed and key): the stage's sample (key ``(NEWTON_KEY, n)``, held in memory when
+    it fits in ``cache_bytes``) and one fixed set for every hard Jacobian (key ``(NEWTON_KEY, 0)``)."""
+
+    def __init__(self, problem: Problem, options: NewtonQMCOptions):
+        self.problem, self.options = problem, options
+        self.dense = problem.targets.shape[0] <= options.dense_limit
+        self.held: HeldSample | None = None
+        self.jacobian_points: torch.Tensor | None = None
+
+    def stage(self, n: int) -> HeldSample:
+        if self.held is None or self.held.n != n:
+            sample = self.problem.sample(n, (NEWTON_KEY, n), self.options.quasi)
+            fits = n * self.problem.source.dim * 4 <= self.options.cache_bytes
+            self.held = HeldSample(sample, list(sample.blocks()) if fits else None)
+        return self.held
+
+    def jacobian(self) -> torch.Tensor:
+        if self.jacobian_points is None:
+            m = int(self.options.jacobian_samples or 64 * self.problem.targets.shape[0])
+            self.jacobian_points = self.problem.sample(m, (NEWTON_KEY, 0), self.options.quasi).head(m)
+        return self.jacobian_points
+
+
+def stage_over(state: dict, level: tuple[int, float], last: bool, n_targets: int, options: NewtonQMCOptions) -> bool:
+    """The stopping rule of a stage: once it has measured a gradient, it ends when ``|g|_1`` is below
+    ``stage_tol`` (``final_tol`` in the last stage) times ``sqrt(2 N / (pi n))``, the l1 error of n
+    Monte-Carlo points, or after ``max_halvings`` failed halvings; a warm-up level also after
+    ``warmup_iter`` passes (its steps are clipped to a few tau, so where tau is tiny, as inside tight
+    clusters, it would crawl: the hard steps take over from there). The fit ends with the last stage."""
+    if state["g"] is None:
+        return False
+    n, relative = level
+    tol = (options.final_tol if last else options.stage_tol) * math.sqrt(2 * n_targets / (math.pi * n))
+    warmed_up = relative != 0 and state["iteration"] - state["stage_start"] >= options.warmup_iter
+    return float(state["g"].abs().sum()) <= tol or state["halving"] > options.max_halvings or warmed_up
+
+
+def trial_point(state: dict) -> tuple[torch.Tensor, float]:
+    """The line search's trial point ``h - a d`` (centred) and its step length
+    ``a = scale / 2^halvings``; h itself (a = 0) before the stage's first direction."""
+    if state["g"] is None:
+        h_try, a = state["h"], 0.0
+    else:
+        a = state["scale"] * 0.5 ** state["halving"]
+        h_try = state["h"] - a * state["step"]
+    return h_try - h_try.mean(), a
+
+
+def accepted(state: dict, masses: torch.Tensor, g: torch.Tensor, energy: float | None, a: float,
+             nu: torch.Tensor, armijo: float) -> bool:
+    """Whether the trial point is taken. Hard stages: ``|g|_1`` decreases and no cell loses more than half
+    of ``min(its mass, nu_i)`` (Kitagawa, Merigot and Thibert's damping, under which Newton's method
+    converges globally from cells of positive mass); on a fixed sample the hard energy is piecewise
+    linear, so ``|g|_1``, the error we report, is the measure to decrease. Entropic stages: Armijo's
+    condition on the sample's energy."""
+    if state["g"] is None:
+        return True
+    if energy is None:
+        kept = bool((masses >= 0.5 * torch.minimum(state["g"] + nu, nu)).all())
+        return kept and float(g.abs().sum()) < float(state["g"].abs().sum())
+    return energy <= state["energy"] - armijo * a * float(state["g"] @ state["step"])
+
+
+def entropic_direction(problem: Problem, held: HeldSample, h: torch.Tensor, g: torch.Tensor, tau: float,
+                       options: NewtonQMCOptions, dense: bool) -> torch.Tensor:
+    """``clip((H + R)^{-1} g, +-trust tau)``, H the entropic Hessian on the first ``hessian_samples``
+    points of the stage's sample (over each point's ``topk`` best targets when not ``dense``)."""
+    n_targets = problem.targets.shape[0]
+    head = held.sample.head(min(held.n, int(options.hessian_samples or 16 * n_targets)))
+    hessian = HessianSum.on_points(problem, head, h, tau, None if dense else options.topk)
+    return newton_direction(hessian, g, options.damping, options.floor).clamp_(-options.trust * tau,
+                                                                               options.trust * tau)
+
+
+def hard_direction(problem: Problem, points: torch.Tensor, h: torch.Tensor, g: torch.Tensor,
+                   options: NewtonQMCOptions, dense: bool) -> torch.Tensor | None:
+    """``(J + shift m I)^{-1} g``, J the facet Jacobian of the hard masses on ``points``; None when no point
+    lies near a facet (nothing to go on: the stage ends)."""
+    jacobian = facet_jacobian(problem, points, h, options.band_quantile, dense)
+    return None if jacobian is None else newton_direction(jacobian, g, 0.0, 0.0, options.shift)
+
+
+def newton_iteration(problem: Problem, options: NewtonQMCOptions, state: dict, level: tuple[int, float],
+                     samples: StageSamples) -> NewtonLog:
+    """One pass over the stage's sample: measure the masses at the trial point; if the line search
+    refuses it, halve the step; else move there and compute the next direction (after refilling empty
+    cells once per hard stage, :func:`~dpmot_bench.ot.curvature.refill_empty`). Updates ``state``."""
+    stage, (n, relative) = state["stage"], level
+    hard, nu = relative == 0, problem.weights
+    held = samples.stage(n)
+    if state["tau"] is None and not hard:
+        state["tau"] = relative * median_gap(problem, held.sample.head(16 * problem.targets.shape[0]), state["h"])
+    tau = 0.0 if hard else state["tau"]
+    h_try, a = trial_point(state)
+    if hard:
+        masses, energy = sample_masses(problem, held, h_try), None
+    else:
+        masses, potential = sample_masses(problem, held, h_try, tau, None if samples.dense else options.topk,
+                                          with_potential=True)
+        energy = potential - float(nu @ h_try)
+    g = masses - nu
+    state["samples_used"] += n
+    state["iteration"] += 1
+    log = NewtonLog(state["iteration"] - 1, stage, n, **mass_errors(masses, nu), step=a, tau=tau)
+    if not accepted(state, masses, g, energy, a, nu, options.armijo):
+        state["halving"] += 1
+        return log
+    if hard:
+        points, empty = samples.jacobian(), masses == 0
+        if bool(empty.any()) and state["refilled"] != stage:
+            state.update(h=refill_empty(problem, points, h_try, empty), g=None, refilled=stage)
+            return log
+        step = hard_direction(problem, points, h_try, g, options, samples.dense)
+    else:
+        step = entropic_direction(problem, held, h_try, g, tau, options, samples.dense)
+    # The next step starts at twice this one's length (at most 1): halvings cost a pass each.
+    state.update(h=h_try, solution=h_try, g=g, energy=energy, step=step,
+                 halving=0 if step is not None else options.max_halvings + 1,
+                 scale=min(1.0, 2 * a) if a > 0 else state["scale"])
+    return log
+
+
+def newton_qmc(problem: Problem, options: NewtonQMCOptions, state: dict | None = None, on_iteration=None) -> dict:
+    """Solve ``mu(W_i(h)) = nu_i`` by multiscale damped Newton steps; return the final solver state.
+
+    Every stage fixes a source sample (scrambled Sobol points through the inverse CDF when ``quasi``); the
+    stages (:func:`newton_levels`) use samples growing ``growth``-fold from ``first_samples`` (16 N) to
+    ``n_samples`` (256 N), each stage warm-starting the next.
+
+    Hard stages: ``g = counts / n - nu`` on the stage's sample, ``J`` the Jacobian of the hard masses on
+    ``jacobian_samples`` (64 N) fixed points (:func:`~dpmot_bench.ot.curvature.facet_jacobian`), and
+    ``h <- h - a (J + R)^{-1} g`` with ``a = 1, 1/2, ...`` until the step is accepted (:func:`accepted`).
+
+    Entropic warm-up (unless ``first_smoothing`` is None): on the first sample, the entropic semi-dual at
+    ``tau = c * (median gap between the two best scores)``, c halving from ``first_smoothing`` to
+    ``smoothing``: ``g = mean_x softmax(s(x) / tau) - nu``, H its Hessian, ``h <- h - a clip((H + R)^{-1}
+    g, +-trust tau)`` with Armijo backtracking. The smoothed masses are smooth in h, so it brings h from
+    far off (clustered data latents, where the moment-matched start leaves whole clusters of cells empty
+    and the hard steps stall) to where the hard steps converge. Targets spread like the source need none:
+    ``first_smoothing=None`` skips it.
+
+    A stage ends by :func:`stage_over`. Early stages are cheap and move h most of the way; quasi-Monte-Carlo
+    points integrate the cells far more accurately than Monte-Carlo ones in low dimension; near the
+    solution Newton converges in a few passes over the final sample.
+
+    ``state`` (from :func:`initial_state` or a previous run, e.g. a checkpoint) resumes exactly;
+    ``on_iteration(state, log)`` is called after every pass and stops the run by returning True.
+    """
+    n_targets = problem.targets.shape[0]
+    levels = newton_levels(n_targets, options)
+    state = initial_state(problem, options) if state is None else state
+    samples = StageSamples(problem, options)
+    while not state["done"] and state["iteration"] < options.max_iter:
+        stage = state["stage"]
+        last = stage == len(levels) - 1
+        if stage_over(state, levels[stage], last, n_targets, options):
+            state.update(stage=stage + 1, stage_start=state["iteration"], tau=None, g=None, step=None, halving=0,
+                         done=last)
+            continue
+        log = newton_iteration(problem, options, state, levels[stage], samples)
+        if on_iteration is not None and on_iteration(state, log):
+            break
+    return state
