@@ -81,11 +81,25 @@ def newton_direction(hessian: torch.Tensor, g: torch.Tensor, damping: float, flo
     level = float(positive.median()) if positive.numel() else 1.0
     regulariser = damping * diagonal + (floor * level - diagonal).clamp_min(0) + shift * level
     if not hessian.is_sparse:
-        factor = torch.linalg.cholesky(hessian + torch.diag(regulariser))
-        step = torch.cholesky_solve(g[:, None], factor)[:, 0]
+        step = _cholesky_solve(hessian + torch.diag(regulariser), g, level)
     else:
         step = _conjugate_gradients(lambda v: hessian @ v + regulariser * v, g, diagonal + regulariser)
     return step - step.mean()
+
+
+def _cholesky_solve(matrix: torch.Tensor, b: torch.Tensor, level: float) -> torch.Tensor:
+    """Solve ``A x = b`` by Cholesky. H is a graph Laplacian, singular, and a regulariser below its rounding
+    error (float32 softmax rows) can leave ``A`` indefinite: then ``10^k level I`` is added, k = -8, -7, ...,
+    until A factors (Nocedal and Wright, Algorithm 3.3); a matrix that factors is solved as it is."""
+    factor, info = torch.linalg.cholesky_ex(matrix)
+    added = 1e-8 * level
+    for _ in range(32):
+        if int(info) == 0:
+            return torch.cholesky_solve(b[:, None], factor)[:, 0]
+        factor, info = torch.linalg.cholesky_ex(matrix + added * torch.eye(len(b), dtype=matrix.dtype,
+                                                                         device=matrix.device))
+        added *= 10
+    raise FloatingPointError("Newton's linear system does not factor even regularised (NaN in the Hessian?)")
 
 
 def _conjugate_gradients(matvec, b: torch.Tensor, diagonal: torch.Tensor, rtol: float = 1e-4,
@@ -96,7 +110,10 @@ def _conjugate_gradients(matvec, b: torch.Tensor, diagonal: torch.Tensor, rtol: 
     d, rz = z.clone(), float(r @ z)
     for _ in range(max_iter):
         ad = matvec(d)
-        alpha = rz / float(d @ ad)
+        curvature = float(d @ ad)
+        if not curvature > 0:  # rounding made A indefinite along d: stop with the progress so far
+            break
+        alpha = rz / curvature
         x.add_(d, alpha=alpha)
         r.sub_(ad, alpha=alpha)
         if float(r.norm()) <= rtol * float(b.norm()):

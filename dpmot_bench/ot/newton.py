@@ -25,8 +25,9 @@ class NewtonQMCOptions:
     """The options of :func:`newton_qmc`, checked when built (an :class:`~dpmot_bench.errors.InputError`
     names a mistyped or out-of-range field). Sample sizes default to multiples of N, the number of targets.
 
-    ``damping``, ``floor`` and ``shift`` are > 0: the Hessian and the Jacobian are graph Laplacians (h + c
-    is the same solution), singular without their regularisation."""
+    ``floor`` and ``shift`` are > 0: the Hessian and the Jacobian are graph Laplacians (h + c is the same
+    solution), with a zero row for every cell that no sample point borders; they make the systems
+    definite (``damping`` alone does not reach those rows, so it may be 0)."""
 
     max_iter: int = option(200, int, low=1, help="passes over a stage's sample, in all")
     n_samples: int | None = option(None, int, low=1, optional=True, help="the last stage's sample (default 256 N)")
@@ -37,7 +38,7 @@ class NewtonQMCOptions:
     first_smoothing: float | None = option(4.0, float, above=0, optional=True,
                                            help="the first warm-up temperature (null: no warm-up)")
     topk: int = option(8, int, low=2, help="best targets per point in the sparse entropic Hessian")
-    damping: float = option(1e-3, float, above=0, help="Levenberg-Marquardt damping of the entropic Hessian")
+    damping: float = option(1e-3, float, low=0, help="Levenberg-Marquardt damping of the entropic Hessian")
     floor: float = option(1e-2, float, above=0, help="least Hessian diagonal, in medians of its diagonal")
     trust: float = option(4.0, float, above=0, help="largest entropic step per target, in temperatures")
     armijo: float = option(1e-4, float, low=0, high=1, help="Armijo's sufficient-decrease constant, < 1")
