@@ -49,17 +49,17 @@ def cmd_datasets(args) -> int:
 
 
 # [cmd fit-ot]
-def _check_out(path: str, suffix: str):
+def _check_out(path: str, suffix: str | None, flag: str = "--out"):
     """An output file path: right suffix, not a directory, its folder creatable and writable (checked
     before any work; the folder is created only when the file is written)."""
     import os
     from pathlib import Path
 
     out = Path(path)
-    if out.suffix != suffix:
-        raise InputError(f"--out must name a {suffix} file, got {path!r}")
+    if suffix is not None and out.suffix != suffix:
+        raise InputError(f"{flag} must name a {suffix} file, got {path!r}")
     if out.is_dir():
-        raise InputError(f"--out {path!r} is a directory; name a {suffix} file")
+        raise InputError(f"{flag} {path!r} is a directory; name a file")
     folder = out.parent.absolute()
     while not folder.exists():  # the nearest existing ancestor must let us create the rest
         folder = folder.parent
@@ -94,6 +94,8 @@ def cmd_fit_ot(args) -> int:
     from .ot.latents import fit_latent_map
 
     out = _check_out(args.out, ".npz")
+    if args.checkpoint is not None:
+        _check_out(args.checkpoint, None, "--checkpoint")
     if args.solver not in SOLVERS:
         raise unknown_name("solver", args.solver, SOLVERS)
     check_sigma(args.sigma, "--sigma", allow_zero=True)
@@ -144,7 +146,7 @@ def cmd_sample(args) -> int:
     from .models import default_model, get_denoiser
     from .provenance import provenance
     from .samplers.dpmot import get_preset
-    from .samplers.generate import DPMOT_SAMPLERS, MAX_ROWS, prepare
+    from .samplers.generate import DPMOT_SAMPLERS, MAX_ROWS, check_rows, prepare
 
     # every check before any expensive work (an on-the-spot OT fit, training a model)
     dataset = get_dataset(args.dataset)
@@ -152,6 +154,7 @@ def cmd_sample(args) -> int:
     for flag in ("n", "batch_size"):
         if not 1 <= getattr(args, flag) <= MAX_ROWS:
             raise InputError(f"--{flag.replace('_', '-')} must be in [1, {MAX_ROWS}], got {getattr(args, flag)}")
+    check_rows(dataset, args.n, args.batch_size, args.device)
     sampler = args.sampler
     if args.preset is not None:
         if sampler not in DPMOT_SAMPLERS:
@@ -160,14 +163,20 @@ def cmd_sample(args) -> int:
     if args.ot is not None and args.sampler not in DPMOT_SAMPLERS:
         raise InputError(f"--ot applies to {' and '.join(DPMOT_SAMPLERS)} only, not {args.sampler}")
     options = _sampler_options(args.option)
+    if args.model is not None and not args.model.strip():
+        raise InputError("--model is empty; give exact, trained or a checkpoint path (or omit it for the default)")
+    model = args.model if args.model is not None else default_model(dataset)
+    denoiser = None
+    if model not in ("exact", "trained"):  # a file: cheap to load and check now
+        denoiser = get_denoiser(dataset.name, model, device=args.device)
     ot_map = None
     if args.ot is not None:
         from .ot import SemiDiscreteOT
 
         ot_map = SemiDiscreteOT.load(args.ot, device=args.device)
     job = prepare(dataset, sampler, args.nfe, options, ot_map=ot_map, device=args.device, progress=not args.quiet)
-    model = args.model or default_model(dataset)
-    denoiser = get_denoiser(dataset.name, model, device=args.device, progress=not args.quiet)
+    if denoiser is None:  # may train the dataset's model on first use
+        denoiser = get_denoiser(dataset.name, model, device=args.device, progress=not args.quiet)
     result = job.sample(denoiser, args.n, args.seed, device=args.device, batch_size=args.batch_size,
                         progress=not args.quiet)
     summary = {"out": str(out), "dataset": dataset.name, "sampler": args.sampler, "preset": args.preset,
@@ -221,6 +230,8 @@ def cmd_train(args) -> int:
 
 
 # [cmd check-bound]
+MAX_SEEDS = 1000
+
 def cmd_check_bound(args) -> int:
     import pandas as pd
 
@@ -232,8 +243,9 @@ def cmd_check_bound(args) -> int:
 
     if args.dataset is not None and args.dataset not in theory_datasets():
         raise unknown_name("dataset", args.dataset, theory_datasets())
-    if args.seeds is not None and args.seeds < 1:
-        raise InputError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.seeds is not None and not 1 <= args.seeds <= MAX_SEEDS:
+        raise InputError(f"--seeds must be in [1, {MAX_SEEDS}] (each seed reruns every configuration, minutes "
+                         f"apiece), got {args.seeds}")
     out = ensure_writable_dir(args.out) if args.out is not None else None
     seeds = [args.seed + i for i in range(args.seeds or len(SUITES[args.suite]["seeds"]))]
     rows = run_bound_checks(args.suite, device=args.device, progress=not args.quiet,
@@ -255,16 +267,29 @@ def _sample_rows(path: str) -> torch.Tensor:
 
     from .errors import CorruptFileError
 
+    from .errors import NonFiniteError, ShapeError
+
     try:
         with np.load(path, allow_pickle=False) as archive:
             if "x" not in archive.files:
                 raise CorruptFileError(f"{path!r} has no array 'x' (arrays: {', '.join(archive.files) or 'none'}); "
                                        "pass a file written by dpmot sample")
-            return torch.from_numpy(np.asarray(archive["x"], dtype=np.float32))
+            x = archive["x"]
     except FileNotFoundError:
         raise CorruptFileError(f"sample file {path!r} does not exist") from None
-    except (OSError, ValueError) as err:
-        raise CorruptFileError(f"{path!r} is not a readable .npz sample file ({err})") from None
+    except IsADirectoryError:
+        raise CorruptFileError(f"sample file {path!r} is a directory; pass a .npz file") from None
+    except (OSError, ValueError, EOFError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CorruptFileError(f"{path!r} is not a readable .npz sample file ({first})") from None
+    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise CorruptFileError(f"{path!r}: x must be real numbers, got dtype {x.dtype}")
+    if x.ndim not in (2, 4) or x.shape[0] < 2 or x[0].size == 0:
+        raise ShapeError(f"{path!r}: x must be (n, d) rows or (n, C, H, W) images with n >= 2, got shape {x.shape}")
+    x = torch.from_numpy(np.asarray(x, dtype=np.float32))
+    if not bool(torch.isfinite(x).all()):
+        raise NonFiniteError(f"{path!r}: x holds NaN or infinity")
+    return x
 
 
 def cmd_fid(args) -> int:

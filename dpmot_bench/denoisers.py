@@ -35,7 +35,11 @@ def append_dims(v: Tensor, ndim: int) -> Tensor:
 def sigma_batch(sigma: Tensor | float, x: Tensor) -> Tensor:
     """``sigma`` as a tensor of shape (B,) on x's device and dtype."""
     sigma = torch.as_tensor(sigma, device=x.device, dtype=x.dtype)
-    return sigma.expand(x.shape[0]) if sigma.ndim == 0 else sigma.reshape(x.shape[0])
+    if sigma.numel() == 1:
+        return sigma.reshape(()).expand(x.shape[0])
+    if sigma.numel() != x.shape[0]:
+        raise ShapeError(f"sigma must be one level or one per row of x ({x.shape[0]}), got shape {tuple(sigma.shape)}")
+    return sigma.reshape(x.shape[0])
 
 
 def score_from_denoised(x: Tensor, denoised: Tensor, sigma: Tensor | float) -> Tensor:

@@ -194,3 +194,49 @@ def load_tensors(path: str | os.PathLike, what: str, fix: str):
         raise CorruptFileError(f"{what} {str(path)!r} is not a readable tensor file ({type(err).__name__}: only "
                                f"tensors are loaded, never pickled objects); {fix}") from None
 
+
+_HELD_LOCKS: dict[str, int] = {}  # lock files this process holds, with their nesting depth
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike, what: str, *, wait: bool) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` (created if needed; it records the holder's pid) for
+    the ``with`` block: across processes on this machine (``fcntl.flock``), re-entrant within one.
+
+    ``wait=False``: if another process holds it, an InputError says that ``what`` is in use and by which
+    pid (a second run into one report folder). ``wait=True``: block until it is free (a second process
+    that needs the same cached model waits for the first to finish training it). A killed holder's lock
+    is released by the operating system, so it never goes stale."""
+    import fcntl
+
+    path = Path(path)
+    key = str(path.absolute())
+    if _HELD_LOCKS.get(key):
+        _HELD_LOCKS[key] += 1
+        try:
+            yield
+        finally:
+            _HELD_LOCKS[key] -= 1
+        return
+    ensure_writable_dir(path.parent)
+    handle = open(path, "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise InputError(f"{what} is in use by another dpmot run (pid {holder}); wait for it to finish or "
+                             "choose another place") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        _HELD_LOCKS[key] = 1
+        try:
+            yield
+        finally:
+            del _HELD_LOCKS[key]
+    finally:
+        handle.close()  # closing releases the lock
+

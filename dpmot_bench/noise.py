@@ -41,8 +41,9 @@ class SampleNoise:
 
     def __init__(self, seed: int, n: int, start: int = 0, device: str | torch.device = "cpu",
                  dtype: torch.dtype = torch.float32, stream: tuple[int, ...] = ()):
-        if n < 0 or start < 0:
-            raise InputError(f"rows must be non-negative, got start={start}, n={n}")
+        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (n, start)) \
+                or n < 0 or start < 0:
+            raise InputError(f"rows must be non-negative integers, got start={start!r}, n={n!r}")
         if not isinstance(seed, (int, np.integer)) or seed < 0:
             raise InputError(f"seed must be a non-negative integer, got {seed!r}")
         self.seed, self.n, self.start = int(seed), int(n), int(start)
@@ -53,6 +54,8 @@ class SampleNoise:
         self._offset = start - first * BLOCK_ROWS
 
     def _draw(self, fn, shape: tuple[int, ...]) -> torch.Tensor:
+        if not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0 for s in shape):
+            raise InputError(f"a noise draw's shape must be non-negative integers, got {shape}")
         if not self._generators:
             return torch.empty((0, *shape), device=self.device, dtype=self.dtype)
         blocks = [fn((BLOCK_ROWS, *shape), generator=g, dtype=torch.float32) for g in self._generators]

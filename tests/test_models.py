@@ -188,10 +188,10 @@ def test_checkpoint_loads_with_weights_only_and_gives_the_same_model(ring_model)
 
 def test_bad_configs_are_input_errors():
     digits = get_dataset("digits")
-    for bad in (replace(TINY, arch="transformer"), replace(TINY, steps=0), replace(TINY, lr=-1.0),
-                replace(TINY, ema_decay=1.0), replace(TINY, p_std=0.0), replace(TINY, n_train=0)):
-        with pytest.raises(InputError):
-            train_denoiser(RING, bad, progress=False)
+    for field, value in (("arch", "transformer"), ("steps", 0), ("lr", -1.0), ("ema_decay", 1.0), ("p_std", 0.0),
+                         ("n_train", 0), ("width", 2.5), ("depth", True)):
+        with pytest.raises(InputError, match=f"option {field} must be"):  # refused when the config is made
+            replace(TINY, **{field: value})
     with pytest.raises(InputError, match="image"):
         train_denoiser(RING, replace(TINY, arch="unet"), progress=False)
     with pytest.raises(InputError):

@@ -13,12 +13,16 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from ..io import exclusive_lock
 from ..provenance import provenance
 from ..samplers.generate import DPMOT_SAMPLERS
 from .context import Context
 from .store import Cell, ResultStore
 from .suites import Suite
 from .tasks import run_cell
+
+
+LOCK_NAME = ".lock"
 
 
 def expand(suite: Suite) -> list[Cell]:
@@ -45,7 +49,13 @@ def expand(suite: Suite) -> list[Cell]:
 
 def run_suite(suite: Suite, out: str | Path, *, resume: bool = False, device="cpu", progress: bool = True,
               cells: list[Cell] | None = None) -> list[dict]:
-    """Run (or, with ``resume``, finish) ``suite`` into ``out``; returns every stored row."""
+    """Run (or, with ``resume``, finish) ``suite`` into ``out``; returns every stored row. One run at a
+    time per folder: a second one gets an InputError (its lock: ``out/work/.lock``)."""
+    with exclusive_lock(Path(out) / "work" / LOCK_NAME, f"run folder {str(out)!r}", wait=False):
+        return _run_suite(suite, out, resume, device, progress, cells)
+
+
+def _run_suite(suite, out, resume, device, progress, cells) -> list[dict]:
     store = ResultStore(Path(out) / "work", resume=resume)
     ctx = Context(suite, store.directory, torch.device(device), progress)
     todo = [c for c in (cells if cells is not None else expand(suite)) if not store.done(c)]

@@ -19,6 +19,7 @@ import torch
 from ..denoisers import sigma_batch
 from ..errors import InputError, ShapeError, check_finite, check_points, check_sigma, check_weights
 from ..noise import SampleNoise
+from ..resources import check_memory
 
 # Rows per chunk are chosen so that a chunk's (rows x components) float64 work arrays stay near this size.
 _CHUNK_ELEMENTS = 1 << 22
@@ -86,6 +87,7 @@ class GaussianMixture:
 
         Row i depends only on (seed, stream, i): one uniform picks the component, d normals its offset.
         """
+        check_memory(24 * n * (self.dim + 1), f"{n} samples of a {self.dim}-D mixture")  # float64 noise, x, result
         noise = SampleNoise(seed, n, start, dtype=torch.float64, stream=stream)
         u, z = noise.rand(), noise.randn(self.dim)
         cdf = torch.cumsum(self.weights.cpu(), 0)

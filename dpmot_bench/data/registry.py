@@ -47,8 +47,8 @@ class Dataset:
         """The first ``n`` rows of a split (all of a finite split, or the default size, when n is None)."""
         _check_split(split)
         n = self.size(split) if n is None else n
-        if n < 1:
-            raise InputError(f"n must be >= 1, got {n}")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise InputError(f"n must be an integer >= 1, got {n!r}")
         if self.is_finite:
             x, y = self._finite(split)
             if n > len(y):

@@ -71,8 +71,10 @@ def mode_mixture_curve(probs, lams=DEFAULT_LAMBDAS) -> dict[float, float]:
 def high_quality_radius(n_std: float, dim: int) -> float:
     """Radius of the high-quality ball in units of the mode's std: sqrt of the chi2_dim quantile at the
     probability that a 2-D Gaussian sample lies within ``n_std`` std (3.0 in 2-D for n_std = 3)."""
-    if not n_std > 0:
-        raise InputError(f"n_std must be > 0, got {n_std}")
+    if not (isinstance(n_std, (int, float)) and math.isfinite(n_std) and n_std > 0):
+        raise InputError(f"n_std must be a finite number > 0, got {n_std!r}")
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise InputError(f"dim must be an integer >= 1, got {dim!r}")
     return math.sqrt(stats.chi2.isf(stats.chi2.sf(n_std ** 2, 2), dim))
 
 

@@ -21,6 +21,7 @@ import torch
 from scipy.spatial import distance
 
 from ..errors import InputError, unknown_name
+from ..resources import check_memory
 from ._points import as_points, same_dim
 
 W2_EXACT_MAX = 3000  # exact OT at 3000 x 3000: ~2 s in 2-D, ~9 s in 64-D on one (shared) core
@@ -73,8 +74,10 @@ def sliced_w2(x, y, n_projections: int = N_PROJECTIONS, seed: int = 0) -> float:
     x = as_points(x, "x")
     y = as_points(y, "y", device=x.device)
     same_dim(x, y, "x", "y")
-    if n_projections < 1:
-        raise InputError(f"n_projections must be >= 1, got {n_projections}")
+    if isinstance(n_projections, bool) or not isinstance(n_projections, int) or n_projections < 1:
+        raise InputError(f"n_projections must be an integer >= 1, got {n_projections!r}")
+    check_memory(8 * n_projections * x.shape[1], f"{n_projections} projection directions in {x.shape[1]} dimensions",
+                 x.device)
     directions = sliced_directions(x.shape[1], n_projections, seed).to(x.device)
     ix, iy, width = _quantile_pairs(x.shape[0], y.shape[0], x.device)
     total = 0.0

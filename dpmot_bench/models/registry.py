@@ -11,8 +11,8 @@ from ..cache import cache_dir, config_key
 from ..data import Dataset, empirical_denoiser
 from ..denoisers import Denoiser, FixedBatchDenoiser
 from ..devices import as_device
-from ..errors import InputError
-from ..io import remove_stale_temps
+from ..errors import CorruptFileError, InputError
+from ..io import exclusive_lock, remove_stale_temps
 from .training import TrainConfig, as_dataset, default_config, model_from_checkpoint, train_denoiser
 
 DEFAULT_SEED = 0
@@ -50,11 +50,17 @@ def train_cached(dataset: Dataset | str, config: TrainConfig | None = None, seed
     config = config or default_config(dataset)
     path = cached_model_path(dataset, config, seed)
     partial = partial_path(path)
-    remove_stale_temps(path.parent, names=[path.name, partial.name], recursive=False)
-    _, history = train_denoiser(dataset, config, seed=seed, device=device, progress=progress, checkpoint=partial,
-                                checkpoint_every=checkpoint_every, resume=resume)
-    os.replace(partial, path)
+    with exclusive_lock(lock_path(path), f"cached model {path.name}", wait=True):  # one trainer per entry
+        remove_stale_temps(path.parent, names=[path.name, partial.name], recursive=False)
+        _, history = train_denoiser(dataset, config, seed=seed, device=device, progress=progress,
+                                    checkpoint=partial, checkpoint_every=checkpoint_every, resume=resume)
+        os.replace(partial, path)
     return path, history
+
+
+def lock_path(path: Path) -> Path:
+    """The lock file of a cache entry (held while it is trained, so concurrent users wait for it)."""
+    return path.with_name(path.name + ".lock")
 
 
 def get_denoiser(dataset: Dataset | str, model: str = "exact", device: str | torch.device = "cpu",
@@ -84,9 +90,14 @@ def get_denoiser(dataset: Dataset | str, model: str = "exact", device: str | tor
         return empirical_denoiser(dataset.data("train")[0].to(device)).denoise
     if model == "trained":
         path = cached_model_path(dataset)
-        if not path.is_file():  # train on first use, continuing an interrupted run (same result)
-            train_cached(dataset, device=device, progress=progress, resume=partial_path(path).is_file())
-        return FixedBatchDenoiser(model_from_checkpoint(path, device)[0])
+        # one trainer per cache entry: a second process waits, then loads what the first wrote
+        with exclusive_lock(lock_path(path), f"cached model {path.name}", wait=True):
+            if not path.is_file():  # train on first use, continuing an interrupted run (same result)
+                train_cached(dataset, device=device, progress=progress, resume=partial_path(path).is_file())
+        denoiser, meta = model_from_checkpoint(path, device)
+        if not meta["finished"]:
+            raise CorruptFileError(f"cached model {str(path)!r} is unfinished; delete it to retrain")
+        return FixedBatchDenoiser(denoiser)
     if not isinstance(model, (str, Path)) or not str(model):
         raise InputError(f"model must be 'exact', 'trained' or a checkpoint path, got {model!r}")
     denoiser, meta = model_from_checkpoint(model, device)

@@ -25,8 +25,10 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..data import Dataset, get_dataset
-from ..errors import CorruptFileError, InputError, unknown_name
+from ..errors import CorruptFileError, InputError
 from ..io import atomic_path, load_tensors, remove_stale_temps
+from ..options import check_fields, option
+from ..resources import check_memory
 from ..noise import block_seed
 from .networks import MLP, EDMDenoiser, SmallUNet
 
@@ -48,34 +50,27 @@ class TrainConfig:
     n_train: rows of the train split to train on (None: all of a finite split, 100,000 GMM draws).
     """
 
-    arch: str = "mlp"
-    width: int = 96
-    depth: int = 3
-    steps: int = 2000
-    batch_size: int = 1024
-    lr: float = 5e-3
-    ema_decay: float = 0.0
-    p_mean: float = -1.0
-    p_std: float = 2.0
-    n_train: int | None = None
+    arch: str = option("mlp", str, choices=ARCHS)
+    width: int = option(96, int, low=1)
+    depth: int = option(3, int, low=1)
+    steps: int = option(2000, int, low=1)
+    batch_size: int = option(1024, int, low=1)
+    lr: float = option(5e-3, float, above=0)
+    ema_decay: float = option(0.0, float, low=0, high=0.999999)
+    p_mean: float = option(-1.0, float)
+    p_std: float = option(2.0, float, above=0)
+    n_train: int | None = option(None, int, low=1, optional=True)
+
+    def __post_init__(self):
+        check_fields(self)  # types and ranges, once (width=2.5 is an InputError here, not in nn.Linear)
 
     def validate(self, dataset: Dataset) -> "TrainConfig":
-        if self.arch not in ARCHS:
-            raise unknown_name("architecture", self.arch, ARCHS)
+        """This config for ``dataset``: the architecture fits its rows, and the run fits in memory."""
         if self.arch == "unet" and len(dataset.shape) != 3:
             raise InputError(f"arch 'unet' needs an image dataset; {dataset.name} has rows of shape "
                              f"{dataset.shape}; use arch 'mlp'")
-        for name in ("width", "depth", "steps", "batch_size"):
-            if getattr(self, name) < 1:
-                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise InputError(f"lr must be finite and > 0, got {self.lr}")
-        if not 0 <= self.ema_decay < 1:
-            raise InputError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        if not (self.p_std > 0 and math.isfinite(self.p_std) and math.isfinite(self.p_mean)):
-            raise InputError(f"need finite p_mean and p_std > 0, got {self.p_mean}, {self.p_std}")
-        if self.n_train is not None and self.n_train < 1:
-            raise InputError(f"n_train must be >= 1, got {self.n_train}")
+        check_memory(8 * self.steps + 4 * self.batch_size * dataset.dim * 8,
+                     f"training {self.steps} steps of {self.batch_size} rows (its loss history and batches)")
         return self
 
 

@@ -35,6 +35,8 @@ def _read_npz(path: str | Path, what: str) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise CorruptFileError(f"no {what} at {str(path)!r}; check the path")
+    if not zipfile.is_zipfile(path):
+        raise CorruptFileError(f"{str(path)!r} is not a {what}: not an .npz (zip) archive")
     try:
         with np.load(path, allow_pickle=False) as archive:
             return {name: archive[name] for name in archive.files}

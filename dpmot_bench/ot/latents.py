@@ -32,7 +32,10 @@ def dataset_latents(dataset, sigma_star: float, split: str = "heldout", n: int |
     reference code), float32 (n, dim)."""
     check_sigma(sigma_star, "sigma_star", allow_zero=True)
     x, _ = dataset.data(split, n)
-    return x + float(sigma_star) * SampleNoise(seed, x.shape[0], stream=LATENT_STREAM).randn(x.shape[1])
+    latents = x + float(sigma_star) * SampleNoise(seed, x.shape[0], stream=LATENT_STREAM).randn(x.shape[1])
+    if not bool(torch.isfinite(latents).all()):
+        raise InputError(f"sigma_star={sigma_star:g} overflows the float32 latents; use a noise level below 1e30")
+    return latents
 
 
 def data_range(dataset, split: str = "heldout") -> tuple[float, float]:

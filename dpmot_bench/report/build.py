@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
-from ..bench.runner import run_suite
+from ..bench.runner import LOCK_NAME, run_suite
 from ..bench.suites import Suite
 from ..data import get_dataset
-from ..io import ensure_writable_dir, remove_stale_temps, write_json, write_text
+from ..io import ensure_writable_dir, exclusive_lock, remove_stale_temps, write_json, write_text
 from ..provenance import provenance
 from ..render import markdown_table, with_ci
 from ..stats import summarise
@@ -331,9 +331,10 @@ def build_report(suite: Suite, out: str | Path, *, resume: bool = False, device=
     under ``out`` are removed first (those of a live concurrent run are kept), so an interrupted run
     resumed with ``resume`` ends with exactly the files of an uninterrupted one."""
     out = ensure_writable_dir(Path(out))
-    remove_stale_temps(out)
-    ensure_writable_dir(out / "figures")
-    start = time.perf_counter()
-    rows = run_suite(suite, out, resume=resume, device=device, progress=progress)
-    return Report(suite, out, rows, time.perf_counter() - start, str(device)).write()
+    with exclusive_lock(out / "work" / LOCK_NAME, f"report folder {str(out)!r}", wait=False):  # one run at a time
+        remove_stale_temps(out)
+        ensure_writable_dir(out / "figures")
+        start = time.perf_counter()
+        rows = run_suite(suite, out, resume=resume, device=device, progress=progress)
+        return Report(suite, out, rows, time.perf_counter() - start, str(device)).write()
 

@@ -53,9 +53,9 @@ from ..denoisers import Denoiser
 from ..errors import InputError
 from ..noise import SampleNoise
 from ..options import check_fields, option, specs, unknown_keys
-from ..ot.estimator import DEFAULT_SOLVER, MODES, solver_option_names
+from ..ot.estimator import DEFAULT_SOLVER, MODES
 from ..ot.latents import check_latent_map, data_range, fit_latent_map
-from ..ot.solvers import SOLVERS
+from ..ot.solvers import SOLVERS, solver_options
 from .plans import GRID_OPTIONS, METHODS, SIGMA_MIN, check_nfe, plan, plan_options
 from .sampling import langevin_schedule, sample_langevin
 
@@ -96,7 +96,7 @@ class Preset:
 
     def __post_init__(self):
         check_fields(self)
-        unknown_keys(self.solver_options, (*solver_option_names(self.solver), "max_iter"), f"solver {self.solver}")
+        solver_options(self.solver, self.solver_options)  # names, types and ranges, as the fit will read them
         if self.tail == NCSN_TAIL:
             if self.sigma_star != "budget":
                 raise InputError("the ncsn-langevin tail runs on NCSNv2's levels, so it needs sigma_star=budget "

@@ -20,6 +20,7 @@ from ..denoisers import CountingDenoiser, Denoiser
 from ..devices import as_device
 from ..errors import InputError, unknown_name
 from ..noise import SampleNoise
+from ..resources import check_memory
 from . import dpmot
 from .dpmot import Preset
 from .external import DIFFUSERS_SAMPLERS, DiffusersOptions, diffusers_options, sample_diffusers
@@ -64,6 +65,14 @@ def _check_count(value, name: str, minimum: int = 1, maximum: int = MAX_ROWS) ->
     return value
 
 
+def check_rows(dataset: Dataset, n: int, batch_size: int = 2048, device="cpu") -> None:
+    """``n`` and ``batch_size`` are counts this machine can hold: the result (n rows of float32, with
+    DPM-OT's index) on the host and a batch's working set (a few copies of it) on the device."""
+    n, batch_size = _check_count(n, "n"), _check_count(batch_size, "batch_size")
+    check_memory(2 * n * (4 * dataset.dim + 8), f"{n} samples of {dataset.dim} values")  # batches + their concatenation
+    check_memory(8 * 4 * min(n, batch_size) * dataset.dim, f"a batch of {min(n, batch_size)} rows", device)
+
+
 def sampler_options(sampler: str | Preset, values: Mapping):
     """``(name, typed options)`` of a sampler from user ``values``: a :class:`Preset` for DPM-OT (a name
     in :data:`DPMOT_SAMPLERS` or a Preset itself), :class:`DiffusersOptions`, or :class:`PlanOptions`. The
@@ -94,7 +103,7 @@ class SamplingPlan:
     def sample(self, denoiser: Denoiser, n: int, seed: int, *, device: str | torch.device = "cpu",
                batch_size: int = 2048, progress: bool = False) -> SampleResult:
         """``n`` rows, row i from ``SampleNoise(seed, ., i)``, in batches of ``batch_size`` on ``device``."""
-        n, batch_size = _check_count(n, "n"), _check_count(batch_size, "batch_size")
+        check_rows(self.dataset, n, batch_size, device)
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise InputError(f"seed must be a non-negative integer, got {seed!r}")
         device = as_device(device)
@@ -172,6 +181,6 @@ def generate(dataset: str | Dataset, sampler: str | Preset, nfe: int, n: int, se
     DPM-OT any :class:`Preset` field (``sigma_star``, ``mode``, ``tau``, ``tail``, ...) and the tail's
     options. DPM-OT uses ``ot_map`` (see :meth:`Preset.fit`), or fits the preset's map on the spot.
     """
-    _check_count(n, "n")
+    check_rows(dpmot.as_dataset(dataset), n, batch_size, device)
     job = prepare(dataset, sampler, nfe, options, ot_map=ot_map, device=device, progress=progress)
     return job.sample(denoiser, n, seed, device=device, batch_size=batch_size, progress=progress)
