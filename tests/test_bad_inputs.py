@@ -97,6 +97,9 @@ def test_bad_cli_inputs_exit_2_with_one_line_and_write_nothing(tmp_path, capsys,
 
 @pytest.mark.parametrize("call, words", [
     (lambda: SampleNoise(0, 5).randn(-1), "non-negative integers"),
+    (lambda: __import__("dpmot_bench.ot", fromlist=["x"]).SemiDiscreteOT(
+        __import__("dpmot_bench.ot", fromlist=["x"]).GaussianSource(2), solver="adam-mc", max_iter=2).fit(
+        torch.randn(4, 2)).mass_errors(10 ** 12), r"n_samples must be an integer in \[1, 2\^36\]"),
     (lambda: SampleNoise(0, 2.5), "non-negative integers"),
     (lambda: get_dataset("gmm-ring8").mixture.denoise(torch.zeros(3, 2), torch.ones(4)), "one per row"),
     (lambda: __import__("dpmot_bench.metrics", fromlist=["x"]).high_quality_radius(3, 0), "dim must be"),
