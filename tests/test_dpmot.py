@@ -255,3 +255,11 @@ def test_cli_sample_help_lists_every_sampler(capsys):
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
     assert all(name in text for name in SAMPLER_NAMES)
+
+
+def test_the_spacing_rule_measures_the_whole_split():
+    # the report's default sigma_star: the held-out points' spacing, whatever the number of latents fitted
+    full = PRESETS["default"].sigma_star_for(RING)
+    assert replace(PRESETS["default"], n_latents=10).sigma_star_for(RING) == full
+    clean, _ = RING.data("heldout")
+    assert full == 3.0 * dpmot.median_nn_distance(clean) / math.sqrt(RING.dim)

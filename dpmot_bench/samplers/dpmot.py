@@ -115,8 +115,8 @@ class Preset:
         """The latent noise level for ``dataset`` (the ``budget`` rule needs the NFE)."""
         if not isinstance(self.sigma_star, str):
             return self.sigma_star
-        if self.sigma_star == "spacing":
-            clean, _ = dataset.data(self.split, self.n_latents)
+        if self.sigma_star == "spacing":  # the spacing of the whole split, however many latents are used
+            clean, _ = dataset.data(self.split)
             return self.spacings * median_nn_distance(clean) / math.sqrt(dataset.dim)
         if nfe is None:
             raise InputError("sigma_star=budget depends on the budget: pass nfe")
