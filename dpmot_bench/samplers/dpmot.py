@@ -163,7 +163,7 @@ PRESETS: dict[str, Preset] = {
 def get_preset(preset: str | Preset) -> Preset:
     if isinstance(preset, Preset):
         return preset
-    if preset not in PRESETS:
+    if not isinstance(preset, str) or preset not in PRESETS:
         from ..errors import unknown_name
 
         raise unknown_name("DPM-OT preset", preset, PRESETS)
@@ -178,7 +178,7 @@ def preset_with(preset: str | Preset, values: Mapping, what: str = "dpm-ot") -> 
     own = {k: v for k, v in values.items() if k in fields}
     rest = {k: v for k, v in values.items() if k not in fields}
     tail = own.get("tail", preset.tail)
-    tail_keys = () if tail not in METHODS else GRID_OPTIONS + METHODS[tail][1]
+    tail_keys = GRID_OPTIONS + METHODS[tail][1] if isinstance(tail, str) and tail in METHODS else ()
     unknown_keys(set(rest) - {"sigma_max"}, fields | set(tail_keys) - {"sigma_max"}, what)  # sigma_max: below
     if rest:
         own["tail_options"] = {**own.get("tail_options", preset.tail_options), **rest}
