@@ -88,16 +88,13 @@ def _source(args, dataset):
 
 def cmd_fit_ot(args) -> int:
     from .data import get_dataset
-    from .errors import check_sigma, unknown_name
-    from .ot import SOLVERS
+    from .errors import check_sigma
     from .ot.distributed import is_main_process, process_group
     from .ot.latents import fit_latent_map
 
     out = _check_out(args.out, ".npz")
     if args.checkpoint is not None:
         _check_out(args.checkpoint, None, "--checkpoint")
-    if args.solver not in SOLVERS:
-        raise unknown_name("solver", args.solver, SOLVERS)
     check_sigma(args.sigma, "--sigma", allow_zero=True)
     for flag, low in (("n_targets", 2), ("max_iter", 1), ("eval_samples", 1)):
         if getattr(args, flag) is not None and getattr(args, flag) < low:
@@ -146,14 +143,11 @@ def cmd_sample(args) -> int:
     from .models import default_model, get_denoiser
     from .provenance import provenance
     from .samplers.dpmot import get_preset
-    from .samplers.generate import DPMOT_SAMPLERS, MAX_ROWS, check_rows, prepare
+    from .samplers.generate import DPMOT_SAMPLERS, check_rows, prepare
 
     # every check before any expensive work (an on-the-spot OT fit, training a model)
     dataset = get_dataset(args.dataset)
     out = _check_out(args.out, ".npz")
-    for flag in ("n", "batch_size"):
-        if not 1 <= getattr(args, flag) <= MAX_ROWS:
-            raise InputError(f"--{flag.replace('_', '-')} must be in [1, {MAX_ROWS}], got {getattr(args, flag)}")
     check_rows(dataset, args.n, args.batch_size, args.device)
     sampler = args.sampler
     if args.preset is not None:

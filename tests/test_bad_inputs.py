@@ -59,7 +59,7 @@ def cases(src, out):
         (["fid", "--samples", str(src / "scalar.npz"), "--dataset", "digits"], "with n >= 2"),
         (["fid", "--samples", str(src / "complex.npz"), "--dataset", "digits"], "must be real numbers"),
         (S[:2] + ["gmm-ring8", "--n", "1000000000000", "--sampler", "euler", "--nfe", "3", "--out", o],
-         "--n must be in [1, 1000000000]"),
+         "n must be an integer in [1, 1000000000]"),
         (S[:2] + ["gmm-ring8", "--n", "90000000", "--sampler", "euler", "--nfe", "3", "--out", o],
          "GiB of memory"),
         (["fit-ot", "--dataset", "gmm-ring8", "--sigma", "0.1", "--n-targets", "1000000000", "--out", o], "GiB of memory"),
