@@ -56,6 +56,7 @@ def test_every_preset_field_can_be_overridden_in_python(name):
     assert parsed == made
     _, from_preset = sampler_options(PRESETS["default"], {**needs, name: value})  # a Preset is a sampler too
     assert from_preset == made
+    assert sampler_options("default", {**needs, name: value})[1] == made  # and so is a preset's name
 
 
 def _cli_sample(tmp_path, capsys, options: dict, out="x.npz", sampler="dpm-ot", nfe=3):

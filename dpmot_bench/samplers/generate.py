@@ -79,7 +79,9 @@ def sampler_options(sampler: str | Preset, values: Mapping):
     one place sampler options are checked; an InputError names a bad key or value and lists the valid ones."""
     if isinstance(sampler, Preset):
         return "dpm-ot", dpmot.preset_with(sampler, values)
-    if sampler not in SAMPLER_NAMES:
+    if isinstance(sampler, str) and sampler in dpmot.PRESETS:  # a preset's name is a DPM-OT sampler too
+        return "dpm-ot", dpmot.preset_with(sampler, values)
+    if not isinstance(sampler, str) or sampler not in SAMPLER_NAMES:
         raise unknown_name("sampler", sampler, SAMPLER_NAMES)
     if sampler in DPMOT_SAMPLERS:
         return sampler, dpmot.preset_with(DPMOT_SAMPLERS[sampler], values, sampler)
