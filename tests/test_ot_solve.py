@@ -189,6 +189,10 @@ IN_RANGE = {
                    "init": st.sampled_from(["zeros", "moment-matched"]), "dense_limit": st.integers(0, 10),
                    "hessian_samples": st.none() | st.integers(1, 500),
                    "jacobian_samples": st.none() | st.integers(1, 500), "cache_bytes": st.integers(0, 2**16)},
+    "exact-2d": {"max_iter": st.integers(1, 12), "tol": st.floats(1e-15, 1), "max_halvings": st.integers(0, 6),
+                 "init": st.just("voronoi")},
+    "auto": {"max_iter": st.integers(1, 12), "exact_2d": st.fixed_dictionaries({}, optional={"tol": st.floats(1e-15, 1)}),
+             "newton_qmc": st.fixed_dictionaries({}, optional={"n_samples": st.integers(1, 3000)})},
 }
 
 

@@ -31,9 +31,10 @@ from tqdm.auto import tqdm
 
 from ..errors import InputError, check_points, check_weights, unknown_name
 from ..io import remove_stale_temps
-from ..options import unknown_keys
+from ..options import check_fields, option, parse, unknown_keys
 from .adam import AdamMCOptions, adam_mc
 from .distributed import is_main_process
+from .exact_newton import Exact2DOptions, exact_2d, exact_2d_applies
 from .files import load_checkpoint, save_checkpoint
 from .newton import NewtonQMCOptions, newton_qmc
 from .problem import Problem
@@ -50,7 +51,42 @@ class Method:
     options: type
 
 
-SOLVERS = {"adam-mc": Method(adam_mc, AdamMCOptions), "newton-qmc": Method(newton_qmc, NewtonQMCOptions)}
+@dataclass(frozen=True)
+class AutoOptions:
+    """The options of ``auto``: the exact solver's (``exact_2d``) and the sampling one's (``newton_qmc``), each
+    checked as that solver checks them; ``max_iter`` (None: the chosen solver's default) overrides theirs."""
+
+    max_iter: int | None = option(None, int, low=1, optional=True, help="the chosen solver's max_iter")
+    exact_2d: dict = option({}, dict, help="options of exact-2d, when it is chosen")
+    newton_qmc: dict = option({}, dict, help="options of newton-qmc, when it is chosen")
+
+    def __post_init__(self):
+        check_fields(self)
+        self.chosen(True), self.chosen(False)  # both checked now, whichever the problem picks
+
+    def chosen(self, exact: bool):
+        cls, values, name = ((Exact2DOptions, self.exact_2d, "exact-2d") if exact
+                             else (NewtonQMCOptions, self.newton_qmc, "newton-qmc"))
+        if "max_iter" in values:
+            raise InputError(f"auto: give max_iter once, as auto's own option, not inside {name}'s")
+        extra = {} if self.max_iter is None else {"max_iter": self.max_iter}
+        return parse(cls, {**values, **extra}, what=f"solver {name} (inside auto)")
+
+
+def auto(problem: Problem, options: AutoOptions, state: dict | None = None, on_iteration=None) -> dict:
+    """``exact-2d`` where it applies (d = 2, a Gaussian or uniform source), else ``newton-qmc``."""
+    exact = exact_2d_applies(problem)
+    solve = exact_2d if exact else newton_qmc
+    return solve(problem, options.chosen(exact), state, on_iteration)
+
+
+def auto_choice(source: Source) -> str:
+    """The solver ``auto`` runs for this source."""
+    return "exact-2d" if exact_2d_applies(source) else "newton-qmc"
+
+
+SOLVERS = {"adam-mc": Method(adam_mc, AdamMCOptions), "newton-qmc": Method(newton_qmc, NewtonQMCOptions),
+           "exact-2d": Method(exact_2d, Exact2DOptions), "auto": Method(auto, AutoOptions)}
 
 
 def _method(name: str) -> Method:
@@ -179,10 +215,12 @@ def solve_semidiscrete(source: Source, targets: torch.Tensor, weights: torch.Ten
     the dual weights h minimising ``E(h) = int max_i (<x, y_i> + h_i) dmu(x) - sum_i nu_i h_i``, so that
     every power cell ``W_i(h)`` has mass ``nu_i``.
 
-    ``method``: ``"newton-qmc"`` (multiscale Newton on quasi-Monte-Carlo samples, the fast default) or
-    ``"adam-mc"`` (the reference code's Adam on Monte-Carlo gradients); ``options`` are that solver's
-    (:class:`~dpmot_bench.ot.newton.NewtonQMCOptions`, :class:`~dpmot_bench.ot.adam.AdamMCOptions`, e.g.
-    ``max_iter``), checked before any work. ``seed`` names every source sample the solver draws;
+    ``method``: ``"newton-qmc"`` (multiscale Newton on quasi-Monte-Carlo samples), ``"exact-2d"`` (damped
+    Newton on exact power-cell masses, d = 2 with a Gaussian or uniform source, to float64 round-off),
+    ``"auto"`` (exact-2d where it applies, else newton-qmc) or ``"adam-mc"`` (the reference code's Adam on
+    Monte-Carlo gradients); ``options`` are that solver's (:class:`~dpmot_bench.ot.newton.NewtonQMCOptions`,
+    :class:`~dpmot_bench.ot.exact_newton.Exact2DOptions`, :class:`AutoOptions`,
+    :class:`~dpmot_bench.ot.adam.AdamMCOptions`, e.g. ``max_iter``), checked before any work. ``seed`` names every source sample the solver draws;
     ``progress`` shows a tqdm bar; ``checkpoint`` (a path) saves the solver state atomically every
     ``checkpoint_every`` iterations, and a call with an existing checkpoint of the same problem, method,
     seed and options resumes from it, ending with the same h as an uninterrupted call.
