@@ -95,10 +95,13 @@ class _Problem2D:
         self.nu = problem.weights.detach().cpu().double().numpy()
         self._last: tuple[bytes, Diagram] | None = None
 
-    def diagram(self, h: np.ndarray) -> Diagram:
+    def diagram(self, h: np.ndarray, hint: np.ndarray | None = None) -> Diagram:
+        """The diagram of h; ``hint`` a nearby h's triangulation (``Diagram.hint()``), tried before Qhull.
+        The diagram is a function of h and the triangulation it uses, which is kept in the solver state,
+        so a resumed run computes the very same diagram as an uninterrupted one."""
         key = h.tobytes()
         if self._last is None or self._last[0] != key:
-            self._last = (key, power_diagram(self.source, self.y, h))
+            self._last = (key, power_diagram(self.source, self.y, h, hint=hint))
         return self._last[1]
 
     def frame(self) -> tuple[float, float]:
@@ -176,8 +179,19 @@ def initial_state(p: _Problem2D, options: Exact2DOptions) -> dict:
     eps0 = float(min(masses.min(), p.nu.min()))
     device = p.problem.device
     solution = torch.from_numpy(h).to(device)
-    return {"iteration": 0, "h": solution, "solution": solution, "eps0": eps0, "done": False, "stalled": False,
-            "samples_used": 0}
+    return {"iteration": 0, "h": solution, "solution": solution, "triangles": _triangles(p.diagram(h)), "eps0": eps0,
+            "done": False, "stalled": False, "samples_used": 0}
+
+
+def _triangles(diagram: Diagram) -> torch.Tensor:
+    triangles = diagram.triangles if diagram.triangles is not None else np.empty((0, 3), dtype=np.int64)
+    return torch.from_numpy(np.ascontiguousarray(triangles, dtype=np.int64))
+
+
+def _hint(state: dict) -> np.ndarray | None:
+    triangles = state["triangles"].cpu().numpy()
+    n = int(state["h"].shape[0])
+    return triangles if len(triangles) and len(np.unique(triangles)) == n else None
 
 
 def exact_2d(problem: Problem, options: Exact2DOptions, state: dict | None = None, on_iteration=None) -> dict:
@@ -187,7 +201,7 @@ def exact_2d(problem: Problem, options: Exact2DOptions, state: dict | None = Non
     state = initial_state(p, options) if state is None else state
     while not state["done"] and not state["stalled"] and state["iteration"] < options.max_iter:
         h = state["h"].detach().cpu().double().numpy()
-        diagram = p.diagram(h)
+        diagram = p.diagram(h, hint=_hint(state))
         g = diagram.masses - p.nu
         if float(np.abs(g).sum()) <= _threshold(diagram, g, options.tol):
             state["done"] = True
@@ -200,7 +214,7 @@ def exact_2d(problem: Problem, options: Exact2DOptions, state: dict | None = Non
             a = 0.5 ** halvings
             h_try = h + a * u
             h_try = h_try - h_try.mean()
-            trial = p.diagram(h_try)
+            trial = p.diagram(h_try, hint=diagram.hint())
             g_try = trial.masses - p.nu
             if trial.masses.min() >= floor and float(np.linalg.norm(g_try)) <= (1 - a / 2) * norm:
                 accepted = (h_try, trial, g_try)
@@ -212,7 +226,7 @@ def exact_2d(problem: Problem, options: Exact2DOptions, state: dict | None = Non
         else:
             h_new, trial, g_new = accepted
             solution = torch.from_numpy(h_new).to(problem.device)
-            state.update(h=solution, solution=solution)
+            state.update(h=solution, solution=solution, triangles=_triangles(trial))
             masses, roundoff = trial.masses, trial.roundoff
             state["done"] = float(np.abs(g_new).sum()) <= _threshold(trial, g_new, options.tol)
         errors = mass_errors(torch.from_numpy(masses), torch.from_numpy(p.nu))

@@ -15,7 +15,7 @@ Facets come from the lower convex hull of the lifted points ``(y_i, -h_i)`` (Qhu
 triangle (on the convex hull of the targets) a ray from its power vertex; collinear targets are a 1-D
 problem (the upper envelope of the lines ``t_i s + h_i``, facets are whole lines). Each facet is clipped
 to the box; the box's boundary is cut at the clipped ends into pieces, each owned by the cell that wins
-at its midpoint. A cell's mass is then a sum over its boundary (counter-clockwise) of the signed mass of
+at its midpoint (among the cells of the facets at its ends). A cell's mass is then a sum over its boundary (counter-clockwise) of the signed mass of
 the triangle ``(0, p, q)`` of each directed piece ``p -> q``: ``cross(p, q) / 2`` times the density for
 the square, Owen's T for the Gaussian (``exact2d.py`` states the formula). Work per call: Qhull's
 O(N log N) and O(N) numpy; no Python loop over cells.
@@ -38,7 +38,6 @@ from scipy import sparse, spatial, special
 from .sources import GaussianSource, Source, UniformSource
 
 GAUSSIAN_HALF_WIDTH = 12.0  # the Gaussian mass outside [-12, 12]^2 is below 1e-32
-_ROWS = 1024  # midpoints scored at once when finding the owners of the box's boundary pieces
 
 
 def standardise(source: Source, targets: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -138,7 +137,9 @@ def _lower_triangles(y: np.ndarray, h: np.ndarray) -> np.ndarray:
     return triangles
 
 
-def _triangle_facets(y: np.ndarray, h: np.ndarray, triangles: np.ndarray) -> Facets:
+def _triangle_facets(y: np.ndarray, h: np.ndarray, triangles: np.ndarray) -> tuple[Facets, float]:
+    """The facets of a triangulation's edges, and the least oriented length of an interior one (< 0: the
+    triangulation is not the regular one of this h: that edge should be flipped)."""
     n = len(y)
     a, b, c = (triangles[:, k] for k in range(3))
     # power vertex: <x, y_b - y_a> = h_a - h_b, <x, y_c - y_a> = h_a - h_c (Cramer)
@@ -162,16 +163,26 @@ def _triangle_facets(y: np.ndarray, h: np.ndarray, triangles: np.ndarray) -> Fac
     d = _right_normal(y[end] - y[start])
     v = vertex[owner]
     hi = np.where(has_twin, np.einsum("ij,ij->i", vertex[np.maximum(twin_owner, 0)] - v, d), np.inf)
+    least = float(hi.min()) if len(hi) else 0.0
     hi = np.maximum(hi, 0.0)  # a negative length is round-off of a degenerate (co-circular) quadruple
-    return Facets(start, end, v, d, np.zeros(len(start)), hi)
+    return Facets(start, end, v, d, np.zeros(len(start)), hi), least
 
 
-def facets(y: np.ndarray, h: np.ndarray) -> Facets:
-    """Every facet of the power diagram of targets y (N, 2) with weights h (N,), unclipped."""
+def facets(y: np.ndarray, h: np.ndarray, hint: np.ndarray | None = None) -> tuple[Facets, np.ndarray | None]:
+    """Every facet of the power diagram of targets y (N, 2) with weights h (N,), unclipped, and the
+    triangulation it came from (None for collinear targets). ``hint``, a triangulation with every target
+    as a vertex (the last h's, in a Newton iteration), is used when it is still regular for this h: every
+    interior edge's facet has a non-negative length (then it is a locally convex lifted surface over the
+    targets' hull, i.e. the lower hull); else Qhull builds the triangulation afresh."""
     direction = _collinear(y)
     if direction is not None:
-        return _line_facets(y, h, direction)
-    return _triangle_facets(y, h, _lower_triangles(y, h))
+        return _line_facets(y, h, direction), None
+    if hint is not None:
+        f, least = _triangle_facets(y, h, hint)
+        if least >= -64 * np.finfo(np.float64).eps * (1.0 + np.abs(y).max()):
+            return f, hint
+    triangles = _lower_triangles(y, h)
+    return _triangle_facets(y, h, triangles)[0], triangles
 
 
 def clip(f: Facets, r: float) -> Facets:
@@ -242,6 +253,13 @@ class Diagram:
     j: np.ndarray
     w: np.ndarray
     roundoff: float
+    triangles: np.ndarray | None = None  # the regular triangulation (None for collinear targets)
+
+    def hint(self) -> np.ndarray | None:
+        """The triangulation, if every target is one of its vertices (a valid ``hint`` for the next h)."""
+        if self.triangles is None or len(np.unique(self.triangles)) < len(self.masses):
+            return None
+        return self.triangles
 
     def jacobian(self) -> sparse.csr_matrix:
         """``dG / dh`` (N, N): ``-w_ij`` off the diagonal, the row sums of w on it."""
@@ -252,20 +270,21 @@ class Diagram:
         return sparse.csr_matrix((np.concatenate([-self.w, -self.w, diagonal]), (rows, cols)), shape=(n, n))
 
 
-def _boundary_pieces(y: np.ndarray, h: np.ndarray, ends: np.ndarray, r: float):
-    """The box's boundary cut at ``ends`` (points on it) and at its corners, counter-clockwise: the pieces
-    ``p -> q`` and the cell owning each (the best score at its midpoint)."""
-    # position along the perimeter: bottom (y = -r), right (x = r), top (y = r), left (x = -r)
+def _boundary_pieces(y: np.ndarray, h: np.ndarray, ends: np.ndarray, cells: np.ndarray, r: float):
+    """The box's boundary cut at ``ends`` (points on it, each the end of a facet between the two cells in
+    its row of ``cells``) and at its corners, counter-clockwise: the pieces ``p -> q`` and the cell owning
+    each. A piece lies in one cell, one of the two of the nearest cut before it and one of the two of the
+    nearest cut after it: the best of those four at its midpoint (no cut at all: the best of all cells)."""
     x, z = ends[:, 0], ends[:, 1]
-    side = np.argmax(np.column_stack([-z, x, z, -x]), axis=1)  # the coordinate at +-r
+    side = np.argmax(np.column_stack([-z, x, z, -x]), axis=1)  # bottom, right, top, left: the one at +-r
     position = np.choose(side, [x + r, 2 * r + (z + r), 4 * r + (r - x), 6 * r + (r - z)])
-    corners = np.array([0.0, 2 * r, 4 * r, 6 * r])
-    position = np.sort(np.concatenate([position, corners]))
-    position = position[np.concatenate([[True], np.diff(position) > 0])]
+    position = np.concatenate([position, [0.0, 2 * r, 4 * r, 6 * r]])
+    cells = np.concatenate([cells, np.full((4, 2), -1)])
+    order = np.argsort(position, kind="stable")
+    position, cells = position[order], cells[order]
     start, stop = position, np.concatenate([position[1:], [8 * r]])
 
     def point(t):
-        t = np.asarray(t)
         s = np.minimum((t // (2 * r)).astype(int), 3)
         u = t - 2 * r * s
         px = np.choose(s, [-r + u, np.full_like(u, r), r - u, np.full_like(u, -r)])
@@ -273,28 +292,44 @@ def _boundary_pieces(y: np.ndarray, h: np.ndarray, ends: np.ndarray, r: float):
         return np.column_stack([px, pz])
 
     p, q, middle = point(start), point(stop % (8 * r)), point((start + stop) / 2)
-    owners = np.empty(len(middle), dtype=np.int64)
-    for k in range(0, len(middle), _ROWS):
-        owners[k:k + _ROWS] = np.argmax(middle[k:k + _ROWS] @ y.T + h, axis=1)
-    return p, q, owners
+    m = len(position)
+    labelled = np.flatnonzero(cells[:, 0] >= 0)
+    if len(labelled) == 0:
+        owner = int(np.argmax(middle[0] @ y.T + h))
+        return p, q, np.full(m, owner)
+    index = np.arange(m)
+    # nearest labelled point at or before k (cyclic), and at or after k + 1 (cyclic)
+    before = np.where(cells[:, 0] >= 0, index, -1)
+    before = np.maximum.accumulate(before)
+    before = np.where(before < 0, labelled[-1], before)
+    after = np.where(cells[:, 0] >= 0, index, m + labelled[0])
+    after = np.minimum.accumulate(after[::-1])[::-1]
+    after = np.concatenate([after[1:], [m + labelled[0]]]) % m
+    candidates = np.concatenate([cells[before], cells[after]], axis=1)  # (m, 4)
+    scores = np.einsum("kd,kcd->kc", middle, y[candidates]) + h[candidates]
+    return p, q, candidates[index, np.argmax(scores, axis=1)]
 
 
-def power_diagram(source: Source, targets, h, with_jacobian: bool = True) -> Diagram:
+def power_diagram(source: Source, targets, h, with_jacobian: bool = True, hint: np.ndarray | None = None) -> Diagram:
     """Masses of the power cells of ``targets`` (N, 2) and ``h`` (N,) under a 2-D uniform-square or
-    Gaussian source, and the Jacobian's facet weights (see the module docstring); float64 throughout."""
+    Gaussian source, and the Jacobian's facet weights (see the module docstring); float64 throughout.
+    ``hint``: a previous diagram's ``hint()``, tried before Qhull (:func:`facets`)."""
     if source.dim != 2:
         raise ValueError("power diagrams are computed in two dimensions only")
     y, hz = standardise(source, np.asarray(targets, dtype=np.float64), np.asarray(h, dtype=np.float64))
     hz = hz - hz.mean()
     gaussian, r = isinstance(source, GaussianSource), half_width(source)
     n = len(y)
-    f = clip(facets(y, hz), r)
+    unclipped, triangles = facets(y, hz, hint)
+    f = clip(unclipped, r)
     p, q = f.v + f.lo[:, None] * f.d, f.v + f.hi[:, None] * f.d
     tau = _triangle_mass(gaussian, p, q)
     masses = np.bincount(f.j, tau, n) - np.bincount(f.i, tau, n)
     # the clipped ends on the box's boundary
-    on_box = np.concatenate([p[np.abs(p).max(1) >= r * (1 - 1e-12)], q[np.abs(q).max(1) >= r * (1 - 1e-12)]])
-    a, b, owners = _boundary_pieces(y, hz, on_box.reshape(-1, 2), r)
+    p_out, q_out = np.abs(p).max(1) >= r * (1 - 1e-12), np.abs(q).max(1) >= r * (1 - 1e-12)
+    pairs = np.column_stack([f.i, f.j])
+    a, b, owners = _boundary_pieces(y, hz, np.concatenate([p[p_out], q[q_out]]),
+                                    np.concatenate([pairs[p_out], pairs[q_out]]), r)
     tau_box = _triangle_mass(gaussian, a, b)
     masses += np.bincount(owners, tau_box, n)
     norm = np.linalg.norm(y[f.j] - y[f.i], axis=1)
@@ -306,5 +341,5 @@ def power_diagram(source: Source, targets, h, with_jacobian: bool = True) -> Dia
     scores = np.abs(hz).max() + (r if not gaussian else 4.0) * np.abs(y).sum(1).max()
     roundoff = np.finfo(np.float64).eps * (2 * np.abs(tau).sum() + np.abs(tau_box).sum() + 2 * scores * w.sum() + 1.0)
     if not with_jacobian:
-        return Diagram(masses, f.i[:0], f.j[:0], np.empty(0), roundoff)
-    return Diagram(masses, f.i, f.j, w, roundoff)
+        return Diagram(masses, f.i[:0], f.j[:0], np.empty(0), roundoff, triangles)
+    return Diagram(masses, f.i, f.j, w, roundoff, triangles)
