@@ -9,7 +9,7 @@ so the cells, their masses and ``dG / dh`` are the same in both systems.
 
 The diagram (:func:`power_diagram`) is a list of *facets*: the part of the line
 ``<x, y_j - y_i> = h_i - h_j`` where cells i and j beat every other cell, written ``v + s d`` for s in
-``[lo, hi]``, d the unit normal of ``y_j - y_i`` turned clockwise, so that cell j lies on the left of d.
+``[lo, hi]`` (v the point of the line nearest 0), d the unit normal of ``y_j - y_i`` turned clockwise, so that cell j lies on the left of d.
 Facets come from the lower convex hull of the lifted points ``(y_i, -h_i)`` (Qhull via scipy): an edge
 (i, j) shared by two lower triangles gives the segment between their power vertices, an edge of one
 triangle (on the convex hull of the targets) a ray from its power vertex; collinear targets are a 1-D
@@ -165,7 +165,12 @@ def _triangle_facets(y: np.ndarray, h: np.ndarray, triangles: np.ndarray) -> tup
     hi = np.where(has_twin, np.einsum("ij,ij->i", vertex[np.maximum(twin_owner, 0)] - v, d), np.inf)
     least = float(hi.min()) if len(hi) else 0.0
     hi = np.maximum(hi, 0.0)  # a negative length is round-off of a degenerate (co-circular) quadruple
-    return Facets(start, end, v, d, np.zeros(len(start)), hi), least
+    # Anchor each facet at the foot of its line nearest 0, computed from h directly: a power vertex of a
+    # thin triangle lies far away (~1 / its area) and v + s d would lose the digits of the part in the box.
+    e = y[end] - y[start]
+    foot = ((h[start] - h[end]) / np.einsum("ij,ij->i", e, e))[:, None] * e
+    shift = np.einsum("ij,ij->i", foot - v, d)
+    return Facets(start, end, foot, d, -shift, hi - shift), least
 
 
 def facets(y: np.ndarray, h: np.ndarray, hint: np.ndarray | None = None) -> tuple[Facets, np.ndarray | None]:
@@ -264,7 +269,7 @@ class Diagram:
     def jacobian(self) -> sparse.csr_matrix:
         """``dG / dh`` (N, N): ``-w_ij`` off the diagonal, the row sums of w on it."""
         n = len(self.masses)
-        diagonal = np.bincount(self.i, self.w, n) + np.bincount(self.j, self.w, n)
+        diagonal = np.zeros(n) + np.bincount(self.i, self.w, n) + np.bincount(self.j, self.w, n)
         rows = np.concatenate([self.i, self.j, np.arange(n)])
         cols = np.concatenate([self.j, self.i, np.arange(n)])
         return sparse.csr_matrix((np.concatenate([-self.w, -self.w, diagonal]), (rows, cols)), shape=(n, n))
@@ -324,7 +329,8 @@ def power_diagram(source: Source, targets, h, with_jacobian: bool = True, hint: 
     f = clip(unclipped, r)
     p, q = f.v + f.lo[:, None] * f.d, f.v + f.hi[:, None] * f.d
     tau = _triangle_mass(gaussian, p, q)
-    masses = np.bincount(f.j, tau, n) - np.bincount(f.i, tau, n)
+    masses = np.zeros(n)  # (np.bincount of no facets is an int array)
+    masses += np.bincount(f.j, tau, n) - np.bincount(f.i, tau, n)
     # the clipped ends on the box's boundary
     p_out, q_out = np.abs(p).max(1) >= r * (1 - 1e-12), np.abs(q).max(1) >= r * (1 - 1e-12)
     pairs = np.column_stack([f.i, f.j])
