@@ -137,6 +137,33 @@ def _lower_triangles(y: np.ndarray, h: np.ndarray) -> np.ndarray:
     return triangles
 
 
+_EDGES: dict = {}  # the last triangulations' edges: a pure function of (triangles, n), kept to skip the sort
+
+
+def _edges(triangles: np.ndarray, n: int):
+    """Each edge of the triangulation once: ``start -> end`` with its left triangle ``owner`` and the
+    triangle on its right (``twin_owner``, -1 and ``has_twin`` False on the targets' convex hull)."""
+    key = (n, triangles.shape, triangles.tobytes())
+    if key in _EDGES:
+        return _EDGES[key]
+    a, b, c = (triangles[:, k] for k in range(3))
+    start = np.concatenate([a, b, c])
+    end = np.concatenate([b, c, a])
+    owner = np.tile(np.arange(len(triangles)), 3)
+    code = start * n + end
+    order = np.argsort(code)
+    twin_code = end * n + start
+    where = np.minimum(np.searchsorted(code[order], twin_code), len(code) - 1)
+    has_twin = code[order][where] == twin_code
+    twin_owner = np.where(has_twin, owner[order][where], -1)
+    keep = ~has_twin | (start < end)  # each interior edge once
+    edges = (start[keep], end[keep], owner[keep], twin_owner[keep], has_twin[keep])
+    if len(_EDGES) >= 2:
+        _EDGES.pop(next(iter(_EDGES)))
+    _EDGES[key] = edges
+    return edges
+
+
 def _triangle_facets(y: np.ndarray, h: np.ndarray, triangles: np.ndarray) -> tuple[Facets, float]:
     """The facets of a triangulation's edges, and the least oriented length of an interior one (< 0: the
     triangulation is not the regular one of this h: that edge should be flipped)."""
@@ -147,19 +174,7 @@ def _triangle_facets(y: np.ndarray, h: np.ndarray, triangles: np.ndarray) -> tup
     r, s = h[a] - h[b], h[a] - h[c]
     det = p[:, 0] * q[:, 1] - p[:, 1] * q[:, 0]
     vertex = np.column_stack([(r * q[:, 1] - s * p[:, 1]) / det, (p[:, 0] * s - q[:, 0] * r) / det])
-    # half-edges i -> j with their (left) triangle
-    start = np.concatenate([a, b, c])
-    end = np.concatenate([b, c, a])
-    owner = np.tile(np.arange(len(triangles)), 3)
-    key = start * n + end
-    order = np.argsort(key)
-    twin_key = end * n + start
-    where = np.searchsorted(key[order], twin_key)
-    where = np.minimum(where, len(key) - 1)
-    has_twin = key[order][where] == twin_key
-    twin_owner = np.where(has_twin, owner[order][where], -1)
-    keep = ~has_twin | (start < end)  # each interior edge once
-    start, end, owner, twin_owner, has_twin = start[keep], end[keep], owner[keep], twin_owner[keep], has_twin[keep]
+    start, end, owner, twin_owner, has_twin = _edges(triangles, n)
     d = _right_normal(y[end] - y[start])
     v = vertex[owner]
     hi = np.where(has_twin, np.einsum("ij,ij->i", vertex[np.maximum(twin_owner, 0)] - v, d), np.inf)
