@@ -40,6 +40,8 @@ from .newton import NewtonQMCOptions, newton_qmc
 from .problem import Problem
 from .sources import GaussianSource, Source, UniformSource
 
+# Not "auto" yet: auto takes the chosen solver's options nested (exact_2d={...}, newton_qmc={...}), so flat
+# newton-qmc options given without a solver name (presets, --option, tests) would be refused.
 DEFAULT_SOLVER = "newton-qmc"
 
 
