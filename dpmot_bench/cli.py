@@ -204,6 +204,7 @@ def cmd_train(args) -> int:
         config = TrainConfig(**load_checkpoint(out)["config"])  # continue the stored run as it was set up
     else:
         config = replace(default_config(dataset), **({} if args.steps is None else {"steps": args.steps}))
+    config.validate(dataset)  # fits the data and the memory, before any work
     checkpoint = out if out is not None else partial_path(cached_model_path(dataset, config, args.seed))
     if args.resume and not checkpoint.is_file():
         raise InputError(f"--resume: no unfinished run to continue at {str(checkpoint)!r} (for these --steps "
