@@ -106,7 +106,11 @@ def diffusers_options(name: str, values: Mapping) -> DiffusersOptions:
 def make_scheduler(name: str, **config):
     """The diffusers scheduler behind sampler ``name`` with DDPM's betas; ``config`` overrides its settings
     (e.g. ``timestep_spacing``, ``solver_order``), checked by :func:`diffusers_options`."""
-    config = diffusers_options(name, config).config
+    return _build_scheduler(name, diffusers_options(name, config).config)
+
+
+def _build_scheduler(name: str, config: dict):
+    """The scheduler with DDPM's betas, our defaults and ``config`` (already checked)."""
     cls, defaults = _scheduler_classes()[name]
     return cls(**{**DDPM_BETAS, **defaults, **config})
 
@@ -134,8 +138,7 @@ def _heun_schedulers(nfe: int, config: dict) -> list:
     train_steps = (config.get("num_train_timesteps") or DDPM_BETAS["num_train_timesteps"])
     # diffusers' "linspace" spacing, written descending so that a single timestep is t = T - 1, not 0
     timesteps = np.linspace(train_steps - 1, 0, nfe // 2 + 1)
-    cls, defaults = _scheduler_classes()["diffusers-heun"]
-    heun = cls(**{**DDPM_BETAS, **defaults, **config})
+    heun = _build_scheduler("diffusers-heun", config)
     if nfe % 2:
         heun.set_timesteps(timesteps=timesteps)
         return [(heun, None)]
@@ -162,7 +165,7 @@ def sample_diffusers(name: str, denoiser: Denoiser, nfe: int, noise: SampleNoise
         if name == "diffusers-heun":
             phases = _heun_schedulers(nfe, config)
         else:
-            scheduler = _scheduler_classes()[name][0](**{**DDPM_BETAS, **_scheduler_classes()[name][1], **config})
+            scheduler = _build_scheduler(name, config)
             scheduler.set_timesteps(nfe)
             phases = [(scheduler, None)]
     except (ValueError, NotImplementedError, TypeError) as err:  # diffusers' own checks of its settings
