@@ -45,9 +45,16 @@ def karras(sigma_max: float, sigma_min: float, n: int, rho: float = 7.0) -> torc
         raise InputError(f"rho must be > 0, got {rho}")
     if n == 1:
         return _as_tensor([sigma_max])
+    # In logs, divided through by sigma_max^(1/rho): sigma_i = sigma_max ((1 - t_i) + t_i r)^rho with
+    # r = (sigma_min / sigma_max)^(1/rho) in (0, 1]. Nothing overflows for small rho, and expm1/log1p keep
+    # the levels accurate for large rho (the geometric limit). The base is >= r, so the exact levels are
+    # >= sigma_min; the clamp only undoes round-off, and the last level is pinned to sigma_min (log1p
+    # cancels near t = 1 when r is small).
     ramp = torch.linspace(0, 1, n, dtype=torch.float64)
-    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
-    return (hi + ramp * (lo - hi)) ** rho
+    log_ratio = math.log(sigma_min) - math.log(sigma_max)
+    levels = sigma_max * torch.exp(rho * torch.log1p(ramp * math.expm1(log_ratio / rho)))
+    levels[-1] = sigma_min
+    return levels.clamp(min=sigma_min)
 
 
 def append_zero(sigmas: torch.Tensor) -> torch.Tensor:
