@@ -110,7 +110,7 @@ def cmd_fit_ot(args) -> int:
         if is_main_process():
             ot.save(out, **ot.meta_)
             summary = {"dataset": dataset.name, "split": args.split, "sigma_star": float(args.sigma),
-                       "solver": args.solver, "source": source.to_meta(), "seed": args.seed,
+                       "solver": ot.solver_, "source": source.to_meta(), "seed": args.seed,
                        "n_targets": ot.targets_.shape[0], "dim": ot.targets_.shape[1], "iterations": ot.n_iter_,
                        "seconds": round(ot.fit_seconds_, 3), "l1_mass_error": accuracy["l1_mass_error"],
                        "max_rel_mass_error": accuracy["max_rel_mass_error"], "empty_cells": accuracy["empty_cells"],
@@ -366,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_datasets)
 
     # [parser fit-ot]
-    from .ot import DEFAULT_SOLVER, SOLVERS
+    from .ot import DEFAULT_SOLVER, SOLVER_NAMES
 
     p = _common(sub.add_parser("fit-ot", help="fit the semi-discrete OT map from a noise source to a dataset's "
                                "latents y = x + sigma * eps; writes the OT .npz and prints a JSON summary"))
@@ -378,8 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source-std", type=float, help="gaussian source std (default 1)")
     p.add_argument("--source-low", type=float, help="uniform source lower bound (default: data minimum)")
     p.add_argument("--source-high", type=float, help="uniform source upper bound (default: data maximum)")
-    p.add_argument("--solver", default=DEFAULT_SOLVER, help=f"one of {', '.join(SOLVERS)} (default "
-                   f"{DEFAULT_SOLVER}; adam-mc is the reference code's solver)")
+    p.add_argument("--solver", default=DEFAULT_SOLVER, help=f"one of {', '.join(SOLVER_NAMES)} (default "
+                   f"{DEFAULT_SOLVER}: exact-2d in 2-D, else newton-qmc; adam-mc is the reference code's solver)")
     p.add_argument("--split", default="heldout", choices=["heldout", "train"], help="data split of the latents")
     p.add_argument("--n-targets", type=int, help="use the first N rows of the split (default: all / 2000)")
     p.add_argument("--max-iter", type=int, help="iteration cap (default: the solver's)")

@@ -92,8 +92,8 @@ def test_bad_cli_inputs_exit_2_with_one_line_and_write_nothing(tmp_path, capsys,
         raise AssertionError("expensive work started before the input was refused")
 
     # refused before the work: fitting a map, training a model, drawing samples, running bound checks
-    method = ot_solvers._method
-    monkeypatch.setattr(ot_solvers, "_method", lambda name: dataclasses.replace(method(name), solve=expensive))
+    monkeypatch.setattr(ot_solvers, "SOLVERS", {name: dataclasses.replace(method, solve=expensive)
+                                                for name, method in ot_solvers.SOLVERS.items()})
     monkeypatch.setattr(training, "train_denoiser", expensive)
     monkeypatch.setattr(registry, "train_denoiser", expensive)
     monkeypatch.setattr(SamplingPlan, "sample", expensive)

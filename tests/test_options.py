@@ -37,7 +37,7 @@ PRESET_OVERRIDES = {
 PRESET_MISTYPED = {
     "source": ("cube", "one of gaussian, uniform"), "sigma_star": ("abc", "a finite number >= 0 or one of spacing"),
     "spacings": (-1, "a finite number > 0, got -1$"), "split": (3, "one of heldout, train"), "n_latents": (2.5, "an integer >= 2"),
-    "solver": ("sgd", "one of adam-mc, newton-qmc"), "solver_options": ("fast", "a JSON object"),
+    "solver": ("sgd", "one of auto, adam-mc, newton-qmc, exact-2d"), "solver_options": ("fast", "a JSON object"),
     "mode": ("soft", "one of hard, smooth"), "tau": (float("nan"), "a finite number > 0"),
     "tail": ("rk4", "one of euler"), "tail_options": ([1], "a JSON object"), "reference_levels": ("yes", "true or false"),
 }
@@ -145,7 +145,7 @@ def test_mistyped_baseline_options(key, value, words, tmp_path, capsys):
     ("euler", {"seed": 7}, "euler has no option seed"), ("dpm-ot", {"n": 7}, "dpm-ot has no option n"),
     ("dpm-ot", {"dataset": "digits"}, "dpm-ot has no option dataset"),
     ("dpm-ot-paper", {"tail_options": {"grid": "vp"}}, "ncsn-langevin tail is fixed"),
-    ("dpm-ot", {"solver_options": {"nosuch": 1}}, "solver newton-qmc has no option nosuch"),
+    ("dpm-ot", {"solver_options": {"nosuch": 1}}, "solver auto has no option nosuch"),
 ])
 def test_the_tracebacks_of_issue_18_are_one_line_errors(sampler, options, words, tmp_path, capsys):
     code, err = _cli_sample(tmp_path / "new", capsys, options, sampler=sampler)

@@ -25,7 +25,7 @@ def _targets(n=20, d=2, seed=0):
 
 @pytest.fixture(scope="module")
 def fitted():
-    return SemiDiscreteOT(GaussianSource(2), n_samples=2**13).fit(_targets())
+    return SemiDiscreteOT(GaussianSource(2), solver="newton-qmc", n_samples=2**13).fit(_targets())
 
 
 def test_fit_returns_self_with_fitted_state(fitted):
@@ -118,7 +118,8 @@ def test_bad_targets_and_weights(targets, weights, error):
 
 @pytest.mark.parametrize("params", [{"solver": "sinkhorn"}, {"lr": 0.1}, {"max_iter": 0}, {"seed": -1},
                                     {"source": "gaussian"}, {"solver": "adam-mc", "stop": "never"},
-                                    {"solver": "adam-mc", "init": "random"}, {"smoothing": 0.0}])
+                                    {"solver": "adam-mc", "init": "random"},
+                                    {"solver": "newton-qmc", "smoothing": 0.0}, {"smoothing": 0.25}])
 def test_bad_parameters(params):
     params = {"source": GaussianSource(2), **params}
     with pytest.raises(InputError):

@@ -17,10 +17,9 @@ from dpmot_bench.errors import InputError
 from dpmot_bench.ot import GaussianSource, SOLVERS, SemiDiscreteOT, UniformSource, solve_semidiscrete
 from dpmot_bench.ot.exact2d import exact_masses
 from dpmot_bench.ot.exact_newton import Exact2DLog, Exact2DOptions
-from dpmot_bench.ot.estimator import solver_option_names
 from dpmot_bench.ot.newton import NewtonLog
 from dpmot_bench.ot.power2d import gaussian_line_integral, gaussian_triangle_mass, power_diagram, standardise
-from dpmot_bench.ot.solvers import auto_choice, semidiscrete_problem
+from dpmot_bench.ot.solvers import chosen_solver, semidiscrete_problem, solver_options
 
 SOURCES = [UniformSource(2, -1.0, 2.0), GaussianSource(2, -0.5, 1.5)]
 IDS = ["uniform", "gaussian"]
@@ -215,16 +214,25 @@ def test_exact_2d_refuses_other_dimensions_and_auto_falls_back():
     y3 = torch.randn(8, 3, generator=torch.Generator().manual_seed(0))
     with pytest.raises(InputError, match="exact-2d needs a 2-D"):
         solve_semidiscrete(GaussianSource(3), y3, None, "exact-2d")
-    assert auto_choice(GaussianSource(3)) == "newton-qmc" and auto_choice(UniformSource(2)) == "exact-2d"
-    fallback = solve_semidiscrete(GaussianSource(3), y3, None, "auto", max_iter=3, newton_qmc={"n_samples": 2**10})
-    assert list(fallback.history.columns)[:-1] == list(NewtonLog.__dataclass_fields__)
-    exact = solve_semidiscrete(GaussianSource(2), y3[:, :2], None, "auto", exact_2d={"tol": 1e-10})
-    assert exact.converged and list(exact.history.columns)[:-1] == list(Exact2DLog.__dataclass_fields__)
+    assert chosen_solver("auto", GaussianSource(3)) == "newton-qmc"
+    assert chosen_solver("auto", UniformSource(2)) == chosen_solver("auto", GaussianSource(2)) == "exact-2d"
+    assert chosen_solver("adam-mc", UniformSource(2)) == "adam-mc"
+    fallback = solve_semidiscrete(GaussianSource(3), y3, None, "auto", max_iter=3, n_samples=2**10)
+    assert fallback.method == "newton-qmc" and list(fallback.history.columns)[:-1] == list(NewtonLog.__dataclass_fields__)
+    exact = solve_semidiscrete(GaussianSource(2), y3[:, :2], None, "auto", tol=1e-10)
+    assert exact.method == "exact-2d" and exact.converged
+    assert list(exact.history.columns)[:-1] == list(Exact2DLog.__dataclass_fields__)
     with pytest.raises(InputError, match="no option bogus"):
-        solve_semidiscrete(GaussianSource(2), y3[:, :2], None, "auto", exact_2d={"bogus": 1})
-    assert set(SOLVERS) >= {"exact-2d", "auto"}
-    assert solver_option_names("exact-2d") == ("init", "max_halvings", "tol")
-    assert solver_option_names("auto") == ("exact_2d", "newton_qmc")
+        solve_semidiscrete(GaussianSource(2), y3[:, :2], None, "auto", bogus=1)
+    # a sampling solver's option, given to auto where it picks the exact one: refused, naming the choice
+    with pytest.raises(InputError, match="solver auto, which picks exact-2d for a 2-D gaussian source, has no "
+                                         "option topk"):
+        solve_semidiscrete(GaussianSource(2), y3[:, :2], None, "auto", topk=4)
+    assert solver_options("auto", {"topk": 4}) is None  # no source yet: valid for one of the choices
+    with pytest.raises(InputError, match="option topk must be"):
+        solver_options("auto", {"topk": -4})
+    ot = SemiDiscreteOT(UniformSource(2)).fit(y3[:, :2])
+    assert ot.solver == "auto" and ot.solver_ == "exact-2d" and ot.converged_
 
 
 def test_a_stopped_run_resumes_to_the_same_h_and_the_estimator_agrees(tmp_path):

@@ -14,9 +14,8 @@ from dpmot_bench.ot import (SOLVERS, AdamMCOptions, GaussianSource, NewtonQMCOpt
                             SemiDiscreteResult, UniformSource, solve_semidiscrete, solver_options)
 from dpmot_bench.ot import solvers
 from dpmot_bench.ot.adam import AdamLog
-from dpmot_bench.ot.estimator import solver_option_names
 from dpmot_bench.ot.newton import NewtonLog
-from dpmot_bench.ot.solvers import semidiscrete_problem
+from dpmot_bench.ot.solvers import SOLVER_NAMES, option_names, semidiscrete_problem
 
 CASES = [("adam-mc", {"max_iter": 40, "patience": 5}, 2), ("newton-qmc", {"n_samples": 2**12}, 2),
          ("newton-qmc", {"n_samples": 2**11, "dense_limit": 4}, 3)]
@@ -85,22 +84,20 @@ def test_a_fit_interrupted_after_a_checkpoint_resumes_to_the_same_h(method, opti
 
 
 # ------------------------------------------------------------------------------------------ options
-def test_option_names_are_the_solvers_fields():
-    assert solver_option_names("adam-mc") == ("betas", "eps", "grad_tol", "init", "lr", "lr_decay", "max_doublings",
-                                              "n_samples", "noise_quantile", "patience", "stop")
-    assert solver_option_names("newton-qmc") == (
-        "armijo", "band_quantile", "cache_bytes", "damping", "dense_limit", "final_tol", "first_samples",
-        "first_smoothing", "floor", "growth", "hessian_samples", "init", "jacobian_samples", "max_halvings",
-        "n_samples", "quasi", "shift", "smoothing", "stage_tol", "topk", "trust", "warmup_iter")
+def test_option_names_are_the_solvers_fields_and_auto_takes_either_choices():
     for method in SOLVERS:
-        fields = {f.name for f in dataclasses.fields(SOLVERS[method].options)}
-        assert fields == {*solver_option_names(method), "max_iter"}
+        assert option_names(method) == tuple(sorted(f.name for f in dataclasses.fields(SOLVERS[method].options)))
+    assert {"lr", "betas", "stop"} <= set(option_names("adam-mc")) and "topk" in option_names("newton-qmc")
+    assert option_names("auto") == tuple(sorted({*option_names("exact-2d"), *option_names("newton-qmc")}))
+    assert set(SOLVER_NAMES) == {"auto", *SOLVERS}
 
 
 def test_an_unknown_option_lists_the_valid_ones():
     with pytest.raises(InputError, match="no option learning_rate; its options: .*betas, .*lr, .*stop"):
         solver_options("adam-mc", {"learning_rate": 0.1})
     with pytest.raises(InputError, match="no option lr; its options: armijo"):
+        SemiDiscreteOT(GaussianSource(2), solver="newton-qmc", lr=0.1).fit(_targets())
+    with pytest.raises(InputError, match="solver auto, which picks exact-2d .* no option lr; its options: init"):
         SemiDiscreteOT(GaussianSource(2), lr=0.1).fit(_targets())
 
 
@@ -133,8 +130,11 @@ def test_every_mistyped_or_out_of_range_option_is_named(method, name, value):
         solver_options(method, {name: value})
 
 
-@pytest.mark.parametrize("params, name", [({"solver": "adam-mc", "lr": -1.0}, "lr"), ({"damping": -1}, "damping"),
-                                          ({"solver": "adam-mc", "max_iter": 0}, "max_iter"), ({"shift": 0}, "shift")])
+@pytest.mark.parametrize("params, name", [({"solver": "adam-mc", "lr": -1.0}, "lr"),
+                                          ({"solver": "newton-qmc", "damping": -1}, "damping"),
+                                          ({"solver": "adam-mc", "max_iter": 0}, "max_iter"),
+                                          ({"solver": "newton-qmc", "shift": 0}, "shift"), ({"tol": -1.0}, "tol"),
+                                          ({"max_halvings": -1}, "max_halvings")])
 def test_the_estimator_refuses_bad_option_values_before_fitting(params, name, monkeypatch):
     def no_solving(*args, **kwargs):
         raise AssertionError("the solver ran")

@@ -17,10 +17,11 @@ from .files import load_ot
 from .kernel import assign, cell_counts, potential, smooth_transport, soft_masses
 from .newton import NewtonQMCOptions, newton_qmc
 from .problem import Problem, mass_errors
-from .solvers import SOLVERS, AutoOptions, SemiDiscreteResult, solve_semidiscrete, solver_options
+from .solvers import SOLVER_NAMES, SOLVERS, SemiDiscreteResult, chosen_solver, solve_semidiscrete, solver_options
 from .sources import GaussianSource, Source, UniformSource, source_from_meta
 
 __all__ = ["GaussianSource", "UniformSource", "Source", "source_from_meta", "SemiDiscreteOT", "DEFAULT_SOLVER",
-           "DEFAULT_TAU", "SOLVERS", "Problem", "solve_semidiscrete", "SemiDiscreteResult", "solver_options",
-           "AdamMCOptions", "NewtonQMCOptions", "Exact2DOptions", "AutoOptions", "adam_mc", "newton_qmc", "exact_2d", "mass_errors", "assign", "cell_counts",
-           "potential", "smooth_transport", "soft_masses", "load_ot"]
+           "DEFAULT_TAU", "SOLVERS", "SOLVER_NAMES", "chosen_solver", "Problem", "solve_semidiscrete",
+           "SemiDiscreteResult", "solver_options", "AdamMCOptions", "NewtonQMCOptions", "Exact2DOptions", "adam_mc",
+           "newton_qmc", "exact_2d", "mass_errors", "assign", "cell_counts", "potential", "smooth_transport",
+           "soft_masses", "load_ot"]

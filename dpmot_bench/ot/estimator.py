@@ -12,16 +12,11 @@ from ..io import remove_stale_temps
 from . import kernel
 from .files import load_ot, save_ot
 from .problem import EVALUATION_KEY, Problem, mass_errors, sample_masses
-from .solvers import DEFAULT_SOLVER, option_names, solve_semidiscrete
+from .solvers import DEFAULT_SOLVER, solve_semidiscrete
 from .sources import Source, source_from_meta
 
 DEFAULT_TAU = 0.02  # the follow-up paper's smoothing (arXiv 2410.13431)
 MODES = ("hard", "smooth")
-
-
-def solver_option_names(solver: str) -> tuple[str, ...]:
-    """The options a solver takes (besides ``max_iter``, an estimator parameter)."""
-    return tuple(name for name in option_names(solver) if name != "max_iter")
 
 
 MAX_MASS_SAMPLES = 2 ** 36
@@ -35,17 +30,17 @@ class SemiDiscreteOT:
     and does the fitting).
 
     Parameters are stored as given and validated in :meth:`fit`: ``source`` (a GaussianSource or
-    UniformSource), ``solver`` (a name in ``SOLVERS``), ``max_iter`` (None: the solver's default), ``seed``
+    UniformSource), ``solver`` (a name in ``SOLVER_NAMES``; ``auto`` picks exact-2d in 2-D), ``max_iter`` (None: the solver's default), ``seed``
     (names every source sample drawn), ``device``, ``progress`` (a tqdm bar), ``checkpoint`` (a path: the
     solver state is saved there atomically every ``checkpoint_every`` iterations, and a fit started with an
     existing checkpoint of the same problem resumes from it, ending with the same h as an uninterrupted fit),
-    and ``solver_options``, the solver's typed options (``SOLVERS[solver].options``).
+    and ``solver_options``, the options of the solver that runs (``SOLVERS[name].options``).
 
     Fitted attributes: ``targets_`` (N, d) float32, ``weights_`` and ``h_`` (N,) float64, ``n_iter_``,
     ``history_`` (one dict per iteration: the fields of the solver's log record, e.g. iteration, samples,
     l1_mass_error, max_rel_mass_error, empty_cells measured on that iteration's own sample, and seconds
     since the start), ``fit_seconds_``, ``n_source_samples_`` (source points drawn by the solver),
-    ``converged_``, ``options_`` (the typed solver options).
+    ``converged_``, ``solver_`` (the solver that ran: ``auto`` resolved), ``options_`` (its typed options).
     """
 
     def __init__(self, source: Source, solver: str = DEFAULT_SOLVER, max_iter: int | None = None, seed: int = 0,
@@ -77,6 +72,7 @@ class SemiDiscreteOT:
         self.fit_seconds_ = result.seconds
         self.n_source_samples_ = result.samples_used
         self.converged_ = result.converged
+        self.solver_ = result.method
         self.options_ = result.options
         return self
 
@@ -145,7 +141,7 @@ class SemiDiscreteOT:
         path = Path(path)
         remove_stale_temps(path.parent, names=[path.name], recursive=False)
         meta = {"source": self.source.to_meta(), "sigma_star": None, "dataset": None, "seed": self.seed,
-                "solver": self.solver, "version": __version__, "n_iter": getattr(self, "n_iter_", None),
+                "solver": getattr(self, "solver_", self.solver), "version": __version__, "n_iter": getattr(self, "n_iter_", None),
                 "fit_seconds": getattr(self, "fit_seconds_", None),
                 "n_source_samples": getattr(self, "n_source_samples_", None),
                 "solver_options": {k: v for k, v in self.solver_options.items()}, **meta_extra}
@@ -164,6 +160,7 @@ class SemiDiscreteOT:
         seed = meta["seed"] if isinstance(meta["seed"], int) and meta["seed"] >= 0 else 0
         solver = meta["solver"] if isinstance(meta["solver"], str) else DEFAULT_SOLVER
         ot = cls(source, solver=solver, seed=seed, device=device)
+        ot.solver_ = solver
         device = torch.device(device)
         ot.targets_, ot.weights_, ot.h_ = targets.to(device), weights.to(device), h.to(device)
         ot.n_iter_, ot.history_, ot.meta_ = meta.get("n_iter"), [], meta

@@ -40,9 +40,9 @@ from .newton import NewtonQMCOptions, newton_qmc
 from .problem import Problem
 from .sources import GaussianSource, Source, UniformSource
 
-# Not "auto" yet: auto takes the chosen solver's options nested (exact_2d={...}, newton_qmc={...}), so flat
-# newton-qmc options given without a solver name (presets, --option, tests) would be refused.
-DEFAULT_SOLVER = "newton-qmc"
+DEFAULT_SOLVER = "auto"
+AUTO = "auto"
+AUTO_CHOICES = ("exact-2d", "newton-qmc")  # what auto picks from: exact where it applies, else sampling
 
 
 @dataclass(frozen=True)
@@ -53,60 +53,52 @@ class Method:
     options: type
 
 
-@dataclass(frozen=True)
-class AutoOptions:
-    """The options of ``auto``: the exact solver's (``exact_2d``) and the sampling one's (``newton_qmc``), each
-    checked as that solver checks them; ``max_iter`` (None: the chosen solver's default) overrides theirs."""
-
-    max_iter: int | None = option(None, int, low=1, optional=True, help="the chosen solver's max_iter")
-    exact_2d: dict = option({}, dict, help="options of exact-2d, when it is chosen")
-    newton_qmc: dict = option({}, dict, help="options of newton-qmc, when it is chosen")
-
-    def __post_init__(self):
-        check_fields(self)
-        self.chosen(True), self.chosen(False)  # both checked now, whichever the problem picks
-
-    def chosen(self, exact: bool):
-        cls, values, name = ((Exact2DOptions, self.exact_2d, "exact-2d") if exact
-                             else (NewtonQMCOptions, self.newton_qmc, "newton-qmc"))
-        if "max_iter" in values:
-            raise InputError(f"auto: give max_iter once, as auto's own option, not inside {name}'s")
-        extra = {} if self.max_iter is None else {"max_iter": self.max_iter}
-        return parse(cls, {**values, **extra}, what=f"solver {name} (inside auto)")
+SOLVERS = {"adam-mc": Method(adam_mc, AdamMCOptions), "newton-qmc": Method(newton_qmc, NewtonQMCOptions),
+           "exact-2d": Method(exact_2d, Exact2DOptions)}
+SOLVER_NAMES = (AUTO, *SOLVERS)
 
 
-def auto(problem: Problem, options: AutoOptions, state: dict | None = None, on_iteration=None) -> dict:
-    """``exact-2d`` where it applies (d = 2, a Gaussian or uniform source), else ``newton-qmc``."""
-    exact = exact_2d_applies(problem)
-    solve = exact_2d if exact else newton_qmc
-    return solve(problem, options.chosen(exact), state, on_iteration)
-
-
-def auto_choice(source: Source) -> str:
-    """The solver ``auto`` runs for this source."""
+def chosen_solver(method: str, source: Source) -> str:
+    """The solver that runs for ``method`` on ``source``: ``auto`` is ``exact-2d`` where it applies (d = 2, a
+    Gaussian or uniform source), else ``newton-qmc``; any other name is itself."""
+    _method(method)
+    if method != AUTO:
+        return method
     return "exact-2d" if exact_2d_applies(source) else "newton-qmc"
 
 
-SOLVERS = {"adam-mc": Method(adam_mc, AdamMCOptions), "newton-qmc": Method(newton_qmc, NewtonQMCOptions),
-           "exact-2d": Method(exact_2d, Exact2DOptions), "auto": Method(auto, AutoOptions)}
-
-
-def _method(name: str) -> Method:
-    if not isinstance(name, str) or name not in SOLVERS:
-        raise unknown_name("solver", str(name), SOLVERS)
-    return SOLVERS[name]
+def _method(name: str) -> Method | None:
+    if not isinstance(name, str) or name not in SOLVER_NAMES:
+        raise unknown_name("solver", str(name), SOLVER_NAMES)
+    return SOLVERS.get(name)
 
 
 def option_names(method: str) -> tuple[str, ...]:
-    """Every option of a solver (``max_iter`` included), sorted."""
-    return tuple(sorted(field.name for field in dataclasses.fields(_method(method).options)))
+    """Every option of a solver (``max_iter`` included), sorted; for ``auto``, those of either choice."""
+    if _method(method) is None:
+        return tuple(sorted({name for choice in AUTO_CHOICES for name in option_names(choice)}))
+    return tuple(sorted(field.name for field in dataclasses.fields(SOLVERS[method].options)))
 
 
-def solver_options(method: str, values: Mapping[str, Any]):
+def solver_options(method: str, values: Mapping[str, Any], source: Source | None = None):
     """The typed options of solver ``method`` from ``values`` over its defaults: an unknown key is an
-    :class:`InputError` listing the valid ones, a mistyped or out-of-range value one naming the key."""
-    unknown_keys(values, option_names(method), f"solver {method}")
-    return _method(method).options(**values)
+    :class:`InputError` listing the valid ones, a mistyped or out-of-range value one naming the key.
+
+    ``auto`` takes the options of the solver it picks for ``source`` (:func:`chosen_solver`), so a key
+    only the other choice takes is refused, naming the choice. Without a source (a preset checked before
+    it meets its data) each choice checks the keys it takes, and the result is None."""
+    if _method(method) is not None:
+        unknown_keys(values, option_names(method), f"solver {method}")
+        return SOLVERS[method].options(**values)
+    if source is not None:
+        choice = chosen_solver(method, source)
+        unknown_keys(values, option_names(choice),
+                     f"solver auto, which picks {choice} for a {source.dim}-D {source.kind} source,")
+        return SOLVERS[choice].options(**values)
+    unknown_keys(values, option_names(method), "solver auto")
+    for choice in AUTO_CHOICES:
+        solver_options(choice, {k: v for k, v in values.items() if k in option_names(choice)})
+    return None
 
 
 @dataclass(frozen=True)
@@ -131,12 +123,16 @@ class SemiDiscreteResult:
     problem: Problem
 
 
+def _check_source(source) -> None:
+    if not isinstance(source, (GaussianSource, UniformSource)):
+        raise InputError(f"source must be a GaussianSource or UniformSource, got {type(source).__name__}")
+
+
 def semidiscrete_problem(source: Source, targets: torch.Tensor, weights: torch.Tensor | None = None, seed: int = 0,
                          device: str | torch.device = "cpu") -> Problem:
     """The checked :class:`Problem`: distinct finite targets (N >= 2, the source's dimension) and weights
     > 0 summing to 1 (uniform when None); ``InputError`` for anything else."""
-    if not isinstance(source, (GaussianSource, UniformSource)):
-        raise InputError(f"source must be a GaussianSource or UniformSource, got {type(source).__name__}")
+    _check_source(source)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise InputError(f"seed must be a non-negative integer, got {seed!r}")
     device = torch.device(device)
@@ -201,7 +197,7 @@ def run_solver(problem: Problem, method: str, options, *, progress: bool = False
             save_checkpoint(checkpoint, state, history, checkpoint_key)
 
     with bar:
-        state = _method(method).solve(problem, options, state, on_iteration)
+        state = SOLVERS[method].solve(problem, options, state, on_iteration)
     if checkpoint is not None and main:
         save_checkpoint(checkpoint, state, history, checkpoint_key)
     return SemiDiscreteResult(h=state["solution"].clone(), n_iter=state["iteration"], converged=bool(state["done"]),
@@ -217,11 +213,11 @@ def solve_semidiscrete(source: Source, targets: torch.Tensor, weights: torch.Ten
     the dual weights h minimising ``E(h) = int max_i (<x, y_i> + h_i) dmu(x) - sum_i nu_i h_i``, so that
     every power cell ``W_i(h)`` has mass ``nu_i``.
 
-    ``method``: ``"newton-qmc"`` (multiscale Newton on quasi-Monte-Carlo samples), ``"exact-2d"`` (damped
+    ``method``: ``"auto"`` (the default: exact-2d where it applies, else newton-qmc), ``"exact-2d"`` (damped
     Newton on exact power-cell masses, d = 2 with a Gaussian or uniform source, to float64 round-off),
-    ``"auto"`` (exact-2d where it applies, else newton-qmc) or ``"adam-mc"`` (the reference code's Adam on
-    Monte-Carlo gradients); ``options`` are that solver's (:class:`~dpmot_bench.ot.newton.NewtonQMCOptions`,
-    :class:`~dpmot_bench.ot.exact_newton.Exact2DOptions`, :class:`AutoOptions`,
+    ``"newton-qmc"`` (multiscale Newton on quasi-Monte-Carlo samples) or ``"adam-mc"`` (the reference code's
+    Adam on Monte-Carlo gradients); ``options`` are the options of the solver that runs
+    (:class:`~dpmot_bench.ot.exact_newton.Exact2DOptions`, :class:`~dpmot_bench.ot.newton.NewtonQMCOptions`,
     :class:`~dpmot_bench.ot.adam.AdamMCOptions`, e.g. ``max_iter``), checked before any work. ``seed`` names every source sample the solver draws;
     ``progress`` shows a tqdm bar; ``checkpoint`` (a path) saves the solver state atomically every
     ``checkpoint_every`` iterations, and a call with an existing checkpoint of the same problem, method,
@@ -229,7 +225,9 @@ def solve_semidiscrete(source: Source, targets: torch.Tensor, weights: torch.Ten
 
     Returns a :class:`SemiDiscreteResult`; bad input of any kind is an :class:`InputError`.
     """
-    typed = solver_options(method, options)
+    _check_source(source)
+    typed = solver_options(method, options, source)
+    method = chosen_solver(method, source)
     problem = semidiscrete_problem(source, targets, weights, seed, device)
     return run_solver(problem, method, typed, progress=progress, checkpoint=checkpoint,
                       checkpoint_every=checkpoint_every, checkpoint_key=fingerprint(problem, method, options))

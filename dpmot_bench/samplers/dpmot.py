@@ -32,7 +32,7 @@ levels L - K, ..., L - 1. K = 0 (NFE 1) puts the latents at sigma_L and spends t
 ``sigma_star = spacings * m / sqrt(d)`` (``sigma_star="spacing"``, spacings 3) with m the median
 nearest-neighbour distance of the held-out points (the latent noise norm sigma_star sqrt(d) is three
 spacings of the stored points, so the posterior given a latent spans several of them instead of naming one),
-the ``newton-qmc`` solver, the hard map, and a DPM-Solver++(2M) tail on a Karras grid from sigma_star to
+the ``auto`` solver (exact-2d on the 2-D GMMs, newton-qmc above), the hard map, and a DPM-Solver++(2M) tail on a Karras grid from sigma_star to
 min(0.002, sigma_star / 10). sigma_star is then 0.0024 (gmm-ring8), 0.022 (gmm-grid25), 0.30 (gmm-hd) and
 0.89 (digits, on [-1, 1]). The sweeps behind these choices: benchmarks/README.md, "DPM-OT presets".
 
@@ -55,7 +55,7 @@ from ..noise import SampleNoise
 from ..options import check_fields, option, specs, unknown_keys
 from ..ot.estimator import DEFAULT_SOLVER, MODES
 from ..ot.latents import check_latent_map, data_range, fit_latent_map
-from ..ot.solvers import SOLVERS, solver_options
+from ..ot.solvers import SOLVER_NAMES, solver_options
 from .plans import GRID_OPTIONS, METHODS, SIGMA_MIN, check_nfe, plan, plan_options
 from .sampling import langevin_schedule, sample_langevin
 
@@ -86,7 +86,7 @@ class Preset:
     spacings: float = option(3.0, float, above=0, help="sigma_star sqrt(d) in nearest-neighbour spacings")
     split: str = option("heldout", str, choices=("heldout", "train"), help="the data split of the latents")
     n_latents: int | None = option(None, int, low=2, optional=True, help="first rows of the split (default all)")
-    solver: str = option(DEFAULT_SOLVER, str, choices=tuple(SOLVERS), help="the OT solver")
+    solver: str = option(DEFAULT_SOLVER, str, choices=SOLVER_NAMES, help="the OT solver (auto: exact-2d in 2-D)")
     solver_options: dict = option({}, dict, help="the solver's options (JSON object)")
     mode: str = option("hard", str, choices=MODES, help="hard (top-1 target) or smooth (softmax average)")
     tau: float | None = option(None, float, above=0, optional=True, help="smooth map temperature (default 0.02)")
