@@ -1,7 +1,7 @@
 """Numerical checks of ``theory/bound.md`` on concrete DPM-OT configurations.
 
 For every configuration and seed: draw the latents ``y_i ~ p_{sigma_star}``, fit the semi-discrete map
-(``adam-mc``, the reference code's solver, or ``newton-qmc``), run a tail sampler on the latents, integrate the exact flows, and
+(``adam-mc``, the reference code's solver, ``newton-qmc`` or ``exact-2d``), run a tail sampler on the latents, integrate the exact flows, and
 compute the left side and every right-side term of Theorem B (decomposition) and Theorem A (two-term
 form with Gronwall constants). Everything is evaluated at ``sigma_end = SIGMA_END`` (the last level of
 the samplers' grids before their final denoising step), where ``J_SM`` of a trained network is finite.
@@ -81,7 +81,7 @@ class Config:
     sigma_star: float = 0.5
     sampler: str = "heun"
     nfe: int = 8
-    ot_solver: str = "adam-mc"  # the reference code's solver; "newton-qmc" is the toolkit's fast one
+    ot_solver: str = "adam-mc"  # the reference code's solver; the sweep adds newton-qmc and exact-2d (the default in 2-D)
     ot_iters: int = 300
     tau: float = 0.0           # > 0: the smoothing experiment (OT5) instead of Theorems A/B
     sweep: str = "base"
@@ -102,7 +102,7 @@ def _sweeps(base: Config, spec: dict) -> list[Config]:
 
 
 _FULL_SWEEPS = {
-    "n_latents": [32, 64, 128, 512], "ot_solver": {"newton-qmc": 200},
+    "n_latents": [32, 64, 128, 512], "ot_solver": {"newton-qmc": 200, "exact-2d": 100},
     "nfe": {"euler": [4, 8, 16, 32, 64], "heun": [4, 8, 32, 64], "dpmpp-2m": [4, 8, 16, 32, 64]},
     "sigma_star": [0.1, 0.25, 1.0, 2.0], "ot_iters": [10, 30, 100, 300],
     "tau": [0.001, 0.003, 0.01, 0.03, 0.1, 0.3], "shift": [0.003, 0.01, 0.03, 0.1, 0.3],
@@ -117,10 +117,10 @@ SUITES = {
         "base": Config(n_latents=128, sigma_star=0.5, sampler="heun", nfe=8, ot_iters=300),
         "sweeps": {
             "gmm-ring8": {"n_latents": [32, 64, 256], "nfe": {"euler": [4, 16, 64], "heun": [4, 16, 32]},
-                          "sigma_star": [0.1, 2.0], "ot_iters": [10, 30, 100], "ot_solver": {"newton-qmc": 200},
+                          "sigma_star": [0.1, 2.0], "ot_iters": [10, 30, 100], "ot_solver": {"newton-qmc": 200, "exact-2d": 100},
                           "tau": [0.001, 0.003, 0.01, 0.03, 0.1, 0.3], "shift": [0.003, 0.01, 0.03, 0.1]},
             "*": {"n_latents": [32, 64, 256], "nfe": {"euler": [4, 16, 64], "heun": [4, 16, 32]},
-                  "ot_solver": {"newton-qmc": 200}},
+                  "ot_solver": {"newton-qmc": 200, "exact-2d": 100}},
         },
     },
     "tiny": {  # a smoke run of a few seconds (tests, CLI checks)
