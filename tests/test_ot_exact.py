@@ -230,7 +230,7 @@ def test_adam_mc_converges_to_its_noise_floor():
     y = torch.from_numpy(rng.uniform(-1, 1, (n, 2))).float()
     fitted = SemiDiscreteOT(source, solver="adam-mc", stop="noise-floor", init="moment-matched",
                             max_iter=3000).fit(y)
-    assert fitted.converged_
+    assert fitted.solver_stopped_
     exact = exact_masses(source, y.double().numpy(), fitted.h_.numpy())
     # Adam keeps moving by ~lr per step at the noise floor; its h is the best of many noisy iterates, so
     # we only ask for the errors of a fit on ~10 N points (the per-iteration sample at the start).

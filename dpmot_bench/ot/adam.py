@@ -32,6 +32,11 @@ class AdamMCOptions:
     grad_tol: float = option(8e-4, float, low=0, help="the reference rule's |g|_2 threshold")
     noise_quantile: float = option(0.5, float, above=0, high=1, help="the noise-floor rule's chi-square quantile, < 1")
     init: str = option("zeros", str, choices=INITS, help="the starting h")
+    tol: float | None = option(None, float, above=0, optional=True,
+                               help="the l1 cell-mass error the independent check tests after the fit (null: 0.01); "
+                                    "the schedule is unchanged")
+    check_samples: int | None = option(None, int, low=1, optional=True,
+                                       help="most points of the independent check (null: 2^26 with tol, 2^20 without)")
 
     def __post_init__(self):
         check_fields(self)
@@ -120,6 +125,9 @@ def adam_mc(problem: Problem, options: AdamMCOptions, state: dict | None = None,
     ``X^2 = sum_i (c_i - n nu_i)^2 / (n nu_i)``, chi-square with N - 1 degrees of freedom when the masses
     equal nu, is at most its ``noise_quantile`` quantile. Then the samples double at once (more iterations
     at this sample size cannot be told apart from noise), and once no doubling is left the fit stops.
+
+    ``tol`` is what the independent check after the fit (``check.py``, run by the driver) tests; the
+    schedule and the stop rules above do not depend on it.
 
     ``state`` (from :func:`initial_state` or a previous run, e.g. a checkpoint) resumes exactly;
     ``on_iteration(state, log)`` is called after every iteration and stops the run by returning True.

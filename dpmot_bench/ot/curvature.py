@@ -9,62 +9,113 @@ from __future__ import annotations
 import torch
 
 from .distributed import all_reduce_sum_
-from .kernel import chunk_rows, score_chunks, softmax_, topk_softmax
-from .problem import Problem
+from .kernel import chunk_rows, softmax_, topk_softmax
+from .problem import Problem, point_blocks
+
+
+SPARSE_FLUSH = 2**21  # COO entries buffered before they are summed into the running sparse matrix
+QUANTILE_POINTS = 2**16  # points whose per-point statistics give a quantile (median gap, facet band)
+
+
+class PairSum:
+    """A sum of values at entries (i, j) of an N x N matrix, accumulated block by block in float64: a dense
+    N x N array, or (sparse) COO entries buffered and summed into a running coalesced sparse matrix every
+    ``SPARSE_FLUSH`` entries. Its memory is N^2 doubles, or the distinct entries plus the buffer: bounded
+    by the matrix's pattern, not by the number of points that add to it."""
+
+    def __init__(self, n: int, device: torch.device, dense: bool):
+        self.n, self.dense, self.device = n, dense, device
+        self.flat = torch.zeros(n * n if dense else 0, dtype=torch.float64, device=device)
+        self.pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.pending_entries = 0
+        self.running: torch.Tensor | None = None
+
+    def add(self, rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor) -> None:
+        if self.dense:
+            self.flat.index_add_(0, rows * self.n + cols, values.double())
+            return
+        self.pending.append((rows, cols, values.double()))
+        self.pending_entries += rows.numel()
+        if self.pending_entries >= SPARSE_FLUSH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        rows, cols, values = (torch.cat(column) for column in zip(*self.pending))
+        part = torch.sparse_coo_tensor(torch.stack([rows, cols]), values, (self.n, self.n), check_invariants=False)
+        self.running = (part if self.running is None else self.running + part).coalesce()
+        self.pending, self.pending_entries = [], 0
+
+    def total(self) -> torch.Tensor:
+        """The sum: an (N, N) dense tensor, or a coalesced sparse COO one."""
+        if self.dense:
+            return self.flat.view(self.n, self.n)
+        self._flush()
+        if self.running is None:
+            empty = torch.zeros(2, 0, dtype=torch.int64, device=self.device)
+            return torch.sparse_coo_tensor(empty, torch.zeros(0, dtype=torch.float64, device=self.device),
+                                           (self.n, self.n)).coalesce()
+        return self.running
 
 
 class HessianSum:
     """The Hessian of the entropic semi-dual on a sample, ``H = (1 / (tau n)) sum_x (diag(p) - p p^T)``,
-    ``p(x) = softmax(s(x) / tau)`` over each point's best targets, accumulated chunk by chunk: densely
-    (and summed over processes) when N <= ``dense_limit``, else as a sparse COO tensor. As tau -> 0 it
-    tends to the hard Hessian (mu-weighted facet areas over target distances, Kitagawa-Merigot-Thibert
-    2019)."""
+    ``p(x) = softmax(s(x) / tau)`` over each point's best targets, accumulated chunk by chunk (a
+    :class:`PairSum`): densely (and summed over processes) when N <= ``dense_limit``, else as a sparse COO
+    tensor. As tau -> 0 it tends to the hard Hessian (mu-weighted facet areas over target distances,
+    Kitagawa-Merigot-Thibert 2019)."""
 
     def __init__(self, n_targets: int, device: torch.device, dense_limit: int = 4096):
         self.n, self.dense = n_targets, n_targets <= dense_limit
-        self.sum = torch.zeros(n_targets * n_targets if self.dense else 0, dtype=torch.float64, device=device)
-        self.parts: list[torch.Tensor] = []
+        self.sum = PairSum(n_targets, device, self.dense)
         self.matrix: torch.Tensor | None = None
 
     def add(self, p: torch.Tensor, index: torch.Tensor | None) -> None:
         """Add softmax rows: p (m, N) over all targets (``index`` None; dense only), or p (m, k) over the
         targets ``index`` (m, k)."""
         if index is None:
-            matrix = self.sum.view(self.n, self.n)
+            matrix = self.sum.flat.view(self.n, self.n)
             matrix.sub_((p.T @ p).double()).diagonal().add_(p.sum(0, dtype=torch.float64))
             return
         p = p.double()
         k = index.shape[1]
         entries = (torch.diag_embed(p) - p[:, :, None] * p[:, None, :]).flatten()
         rows, cols = index[:, :, None].expand(-1, -1, k).flatten(), index[:, None, :].expand(-1, k, -1).flatten()
-        if self.dense:
-            self.sum.index_add_(0, rows * self.n + cols, entries)
-        else:
-            self.parts.append(torch.sparse_coo_tensor(torch.stack([rows, cols]), entries, (self.n, self.n),
-                                                      check_invariants=False).coalesce())
+        self.sum.add(rows, cols, entries)
 
     def finish(self, scale: float, reduce: bool) -> torch.Tensor:
         """The Hessian: the sum times ``scale`` (summed over processes first when ``reduce``)."""
+        total = self.sum.total()
         if self.dense:
-            self.matrix = (all_reduce_sum_(self.sum) if reduce else self.sum).view(self.n, self.n) * scale
+            self.matrix = (all_reduce_sum_(total) if reduce else total) * scale
         else:  # sparse sums stay per process: computed on points every process holds
-            self.matrix = (torch.stack(self.parts).sum(0) * scale).coalesce()
+            self.matrix = (total * scale).coalesce()
         return self.matrix
 
     @classmethod
-    def on_points(cls, problem: Problem, x: torch.Tensor, h: torch.Tensor, tau: float, k: int | None) -> torch.Tensor:
-        """The Hessian of the points x (held by every process), over each point's k best targets or all."""
+    def on_points(cls, problem: Problem, x, h: torch.Tensor, tau: float, k: int | None) -> torch.Tensor:
+        """The Hessian of the points x (a tensor, or a :class:`~dpmot_bench.ot.problem.Head`, streamed; held
+        by every process), over each point's k best targets or all."""
         hessian = cls(problem.targets.shape[0], problem.device)
-        for _, scores in score_chunks(x, problem.targets, h.to(problem.targets.dtype)):
-            hessian.add(*(topk_softmax(scores, tau, k) if k else (softmax_(scores, tau), None)))
-        return hessian.finish(1 / (tau * x.shape[0]), reduce=False)
+        n, blocks = point_blocks(x)
+        for block in blocks:
+            for _, scores in problem.scoring.chunks(block, h):
+                hessian.add(*(topk_softmax(scores, tau, k) if k else (softmax_(scores, tau), None)))
+        return hessian.finish(1 / (tau * n), reduce=False)
 
 
-def median_gap(problem: Problem, x: torch.Tensor, h: torch.Tensor) -> float:
-    """The median over x of the gap between the best and second-best scores (the scale of tau)."""
-    gaps = [scores.topk(2, dim=1).values.diff(dim=1).neg() for _, scores in
-            score_chunks(x, problem.targets, h.to(problem.targets.dtype))]
-    return float(torch.cat(gaps).median().clamp_min(torch.finfo(problem.targets.dtype).eps))
+def median_gap(problem: Problem, x, h: torch.Tensor) -> float:
+    """The median, over the first ``QUANTILE_POINTS`` points of x (a tensor or a Head), of the gap between
+    the best and second-best scores (the scale of tau). Memory: one gap per point of that bounded subsample."""
+    gaps, left = [], QUANTILE_POINTS
+    for block in point_blocks(x)[1]:
+        block = block[:left]
+        gaps += [scores.topk(2, dim=1).values.diff(dim=1).neg() for _, scores in problem.scoring.chunks(block, h)]
+        left -= block.shape[0]
+        if left <= 0:
+            break
+    return float(torch.cat(gaps).median().clamp_min(torch.finfo(torch.float32).eps))
 
 
 def newton_direction(hessian: torch.Tensor, g: torch.Tensor, damping: float, floor: float,
@@ -125,66 +176,90 @@ def _conjugate_gradients(matvec, b: torch.Tensor, diagonal: torch.Tensor, rtol: 
 
 
 # ------------------------------------------------------------------------------------------ hard Newton
-FACET_BYTES = 32 * 2**20  # float64 target differences per chunk in facet_distances
+FACET_BYTES = 32 * 2**20  # float64 target differences per chunk in facet_chunks
+REFILL_BYTES = 64 * 2**20  # float64 rows of empty cells' targets per pass in refill_empty
 
 
-def facet_distances(problem: Problem, x: torch.Tensor, h: torch.Tensor, k: int = 4):
-    """Each point's power cell and its distances to the facets it shares with its ``k - 1`` next-best cells.
+def facet_chunks(problem: Problem, x, h: torch.Tensor, k: int = 4):
+    """For the points of x (a tensor or a Head, streamed), chunk by chunk: each point's power cell and its
+    distances to the facets it shares with its ``k - 1`` next-best cells.
 
-    Returns ``best`` (m,), ``others`` (m, k - 1), ``distance`` = |y_best - y_j| and ``t = (s_best - s_j) /
-    distance``, the distance in source space from the point to the bisector of cells best and j. The
-    candidates are the top k float32 scores; the gaps are recomputed in float64 from target differences,
-    which tight clusters need (their targets differ below float32's resolution of <x, y>). A point that
-    float32 put in the wrong one of two nearly tied cells gets t = 0: it lies on their facet.
+    Yields ``best`` (m,), ``others`` (m, k - 1), ``t = (s_best - s_j) / distance``, the distance in source
+    space from the point to the bisector of cells best and j, and ``distance`` = |y_best - y_j|. The
+    candidates are the top k (centred) float32 scores; the gaps are recomputed in float64 from target
+    differences, which tight clusters need (their targets differ below float32's resolution of <x, y>). A
+    point that float32 put in the wrong one of two nearly tied cells gets t = 0: it lies on their facet.
     """
     n_targets, dim = problem.targets.shape
     k = min(k, n_targets)
-    y, h64 = problem.targets.double(), h.double()
+    h64 = h.double()
     rows = max(64, min(chunk_rows(n_targets), FACET_BYTES // (8 * k * dim)))
-    parts = []
-    for start, scores in score_chunks(x, problem.targets, h.to(problem.targets.dtype), rows=rows):
-        index = scores.topk(k, dim=1).indices
-        best, others = index[:, 0], index[:, 1:]
-        points = x[start:start + index.shape[0]].to(device=y.device, dtype=torch.float64)
-        difference = y[best, None, :] - y[others]
-        gap = torch.einsum("md,mkd->mk", points, difference) + h64[best, None] - h64[others]
-        distance = difference.norm(dim=2)
-        parts.append((best, others, gap.clamp_min_(0).div_(distance), distance))
-    return tuple(torch.cat(column) for column in zip(*parts))
+    for block in point_blocks(x)[1]:
+        for start, scores in problem.scoring.chunks(block, h, rows=rows):
+            index = scores.topk(k, dim=1).indices
+            best, others = index[:, 0], index[:, 1:]
+            points = block[start:start + index.shape[0]].to(device=problem.device, dtype=torch.float64)
+            difference = problem.targets[best, None, :].double() - problem.targets[others].double()
+            gap = torch.einsum("md,mkd->mk", points, difference) + h64[best, None] - h64[others]
+            distance = difference.norm(dim=2)
+            yield best, others, gap.clamp_min_(0).div_(distance), distance
 
 
-def facet_jacobian(problem: Problem, x: torch.Tensor, h: torch.Tensor, band_quantile: float,
+def facet_distances(problem: Problem, x, h: torch.Tensor, k: int = 4):
+    """:func:`facet_chunks` concatenated: ``best, others, t, distance`` for every point of x (memory grows
+    with the points: for small sets and tests)."""
+    return tuple(torch.cat(column) for column in zip(*facet_chunks(problem, x, h, k)))
+
+
+def facet_band(problem: Problem, x, h: torch.Tensor, band_quantile: float) -> float:
+    """The ``band_quantile`` quantile of the distance to the nearest facet, over the first
+    ``QUANTILE_POINTS`` points of x (a bounded subsample: one distance per point)."""
+    nearest, left = [], QUANTILE_POINTS
+    for block in point_blocks(x)[1]:
+        block = block[:left]
+        nearest += [t.amin(dim=1) for _, _, t, _ in facet_chunks(problem, block, h)]
+        left -= block.shape[0]
+        if left <= 0:
+            break
+    nearest = torch.cat(nearest)
+    return float(nearest.kthvalue(max(1, int(band_quantile * nearest.numel()))).values)
+
+
+def facet_jacobian(problem: Problem, x, h: torch.Tensor, band_quantile: float,
                    dense: bool) -> torch.Tensor | None:
-    """The Jacobian of the hard cell masses, ``J = d m / d h``, estimated on the points x (held by every
-    process); None when no point lies near a facet (the sample shows no curvature).
+    """The Jacobian of the hard cell masses, ``J = d m / d h``, estimated on the points x (a tensor or a
+    Head, streamed; held by every process); None when no point lies near a facet (the sample shows no
+    curvature).
 
     ``J_ij = -mu(F_ij) / |y_i - y_j|`` for neighbours i != j (F_ij their common facet, mu its surface
     measure) and ``J_ii = -sum_{j != i} J_ij`` (Kitagawa, Merigot and Thibert 2019): a graph Laplacian,
     positive semi-definite. The mu-mass of the points within ``band`` of a facet, on either side, is
     ``2 band mu(F_ij)`` up to O(band^2), so every point at distance ``t < band`` from the bisector of its
     cell i and a cell j adds ``1 / (2 n band |y_i - y_j|)`` to ``-J_ij``. ``band`` is the ``band_quantile``
-    of the points' distances to their nearest facet: one width in source space for every facet, whereas a
-    temperature on the scores (the entropic Hessian) is a width ``tau / |y_i - y_j|``, far too thin
-    between distant targets where others are close (tight clusters). Dense when ``dense``, else sparse COO.
+    of the points' distances to their nearest facet (:func:`facet_band`, on a bounded subsample): one
+    width in source space for every facet, whereas a temperature on the scores (the entropic Hessian) is a
+    width ``tau / |y_i - y_j|``, far too thin between distant targets where others are close (tight
+    clusters). Two streaming passes (the band, then the sum, a :class:`PairSum`): dense when ``dense``,
+    else sparse COO.
     """
     n_targets = problem.targets.shape[0]
-    best, others, t, distance = facet_distances(problem, x, h)
-    nearest = t.amin(dim=1)
-    band = float(nearest.kthvalue(max(1, int(band_quantile * nearest.numel()))).values)
-    near = t < band
-    if band <= 0 or not bool(near.any()):
+    n = point_blocks(x)[0]
+    band = facet_band(problem, x, h, band_quantile)
+    if band <= 0:
         return None
-    i, j = best[:, None].expand_as(others)[near], others[near]
-    w = 1 / (2 * x.shape[0] * band * distance[near])
-    index = torch.cat([torch.stack([i, j]), torch.stack([j, i]), torch.stack([i, i]), torch.stack([j, j])], 1)
-    values = torch.cat([-w, -w, w, w])
-    if dense:
-        flat = torch.zeros(n_targets * n_targets, dtype=torch.float64, device=problem.device)
-        return flat.index_add_(0, index[0] * n_targets + index[1], values).view(n_targets, n_targets)
-    return torch.sparse_coo_tensor(index, values, (n_targets, n_targets)).coalesce()
+    total, any_near = PairSum(n_targets, problem.device, dense), False
+    for best, others, t, distance in facet_chunks(problem, x, h):
+        near = t < band
+        if not bool(near.any()):
+            continue
+        any_near = True
+        i, j = best[:, None].expand_as(others)[near], others[near]
+        w = 1 / (2 * n * band * distance[near])
+        total.add(torch.cat([i, j, i, j]), torch.cat([j, i, i, j]), torch.cat([-w, -w, w, w]))
+    return total.total() if any_near else None
 
 
-def refill_empty(problem: Problem, x: torch.Tensor, h: torch.Tensor, empty: torch.Tensor) -> torch.Tensor:
+def refill_empty(problem: Problem, x, h: torch.Tensor, empty: torch.Tensor) -> torch.Tensor:
     """h with every empty cell i raised until it wins the one point of x nearest to joining it.
 
     A cell that holds no sample point has a zero row in the Jacobian: Newton's method cannot see it
@@ -193,15 +268,22 @@ def refill_empty(problem: Problem, x: torch.Tensor, h: torch.Tensor, empty: torc
     second smallest of these levels over x hands it exactly one point (unless two refilled cells want the
     same one), and Newton's steps grow it from there. (Handing it more at once, say half its target mass,
     breaks up tight clusters of targets: the cells of a cluster then jump past each other.) Streams over
-    x, keeping the two smallest levels of every empty cell.
+    x (a tensor or a Head), keeping the two smallest levels of every empty cell; the levels are float64,
+    ``u(x) - <x, y_i> = u_c(x) - <x - a, y_i - c> - a <1, y_i - c>`` from the centred maximum u_c, for at
+    most ``REFILL_BYTES`` of empty cells' targets per pass.
     """
     h, cells = h.clone(), empty.nonzero()[:, 0]
-    y_empty = problem.targets[cells].double()
-    smallest = None
-    for start, scores in score_chunks(x, problem.targets, h.to(problem.targets.dtype)):
-        points = x[start:start + scores.shape[0]].to(device=h.device, dtype=torch.float64)
-        levels = scores.amax(dim=1).double()[:, None] - points @ y_empty.T
-        smallest = levels if smallest is None else torch.cat([smallest, levels])
-        smallest = smallest.topk(min(2, smallest.shape[0]), dim=0, largest=False, sorted=True).values
-    h[cells] = smallest.mean(0)
+    scoring = problem.scoring
+    group = max(1, REFILL_BYTES // (8 * problem.targets.shape[1]))
+    for first in range(0, cells.numel(), group):
+        part = cells[first:first + group]
+        y_empty = scoring.targets[part].double()
+        smallest = None
+        for block in point_blocks(x)[1]:
+            for start, scores in scoring.chunks(block, h, hard=True):
+                points = scoring.points(block[start:start + scores.shape[0]]).double()
+                levels = scores.amax(dim=1).double()[:, None] - points @ y_empty.T - scoring.offset[part]
+                smallest = levels if smallest is None else torch.cat([smallest, levels])
+                smallest = smallest.topk(min(2, smallest.shape[0]), dim=0, largest=False, sorted=True).values
+        h[part] = smallest.mean(0)
     return h - h.mean()

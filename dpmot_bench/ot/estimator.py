@@ -34,13 +34,20 @@ class SemiDiscreteOT:
     (names every source sample drawn), ``device``, ``progress`` (a tqdm bar), ``checkpoint`` (a path: the
     solver state is saved there atomically every ``checkpoint_every`` iterations, and a fit started with an
     existing checkpoint of the same problem resumes from it, ending with the same h as an uninterrupted fit),
-    and ``solver_options``, the options of the solver that runs (``SOLVERS[name].options``).
+    and ``solver_options``, the options of the solver that runs (``SOLVERS[name].options``), e.g. ``tol``,
+    the l1 cell-mass error asked for.
 
     Fitted attributes: ``targets_`` (N, d) float32, ``weights_`` and ``h_`` (N,) float64, ``n_iter_``,
     ``history_`` (one dict per iteration: the fields of the solver's log record, e.g. iteration, samples,
     l1_mass_error, max_rel_mass_error, empty_cells measured on that iteration's own sample, and seconds
     since the start), ``fit_seconds_``, ``n_source_samples_`` (source points drawn by the solver),
-    ``converged_``, ``solver_`` (the solver that ran: ``auto`` resolved), ``options_`` (its typed options).
+    ``converged_`` (the independent check confirms tol), ``check_`` (that check: ``tol``, ``l1_mass_error``,
+    ``max_rel_mass_error``, ``empty_cells``, ``noise_floor``, ``n_samples`` (0: exact), ``agrees``, ``exact``,
+    ``stopped_early``), ``solver_stopped_`` (the solver's own stop rule fired), ``solver_`` (the solver that
+    ran: ``auto`` resolved), ``options_`` (its typed options).
+
+    The hard map scores in centred coordinates (``problem.Scoring``: the same argmax, with float32 errors
+    of ``|x - a| |y_i - c|`` instead of ``|x| |y_i|``); ``targets_`` are the targets as given (float32).
     """
 
     def __init__(self, source: Source, solver: str = DEFAULT_SOLVER, max_iter: int | None = None, seed: int = 0,
@@ -72,6 +79,9 @@ class SemiDiscreteOT:
         self.fit_seconds_ = result.seconds
         self.n_source_samples_ = result.samples_used
         self.converged_ = result.converged
+        self.check_ = result.check.to_dict()
+        self.solver_stopped_ = result.solver_stopped
+        self._problem = result.problem
         self.solver_ = result.method
         self.options_ = result.options
         return self
@@ -85,16 +95,25 @@ class SemiDiscreteOT:
         self._check_fitted()
         return check_points(x, "x", dim=self.targets_.shape[1]).to(self.targets_.device)
 
+    def _scored(self) -> Problem:
+        """The fitted problem, whose centred targets the hard map scores against (built once)."""
+        problem = getattr(self, "_problem", None)
+        if problem is None or problem.targets is not self.targets_ or problem.weights is not self.weights_:
+            problem = self._problem = Problem(self.source, self.targets_, self.weights_, self.seed)
+        return problem
+
     def assign(self, x: torch.Tensor) -> torch.Tensor:
-        """The target index of each row of x, ``argmax_i <x, y_i> + h_i`` (int64, lowest index on ties)."""
-        return kernel.assign(self._points(x), self.targets_, self.h_)
+        """The target index of each row of x, ``argmax_i <x, y_i> + h_i`` (int64, lowest index on ties among
+        the float32 centred scores)."""
+        points = self._points(x)
+        return self._scored().assign(points, self.h_)
 
     def transport(self, x: torch.Tensor, mode: str = "hard", tau: float | None = None) -> torch.Tensor:
         """``T(x)``: the assigned target (``hard``), or the softmax(scores / tau) average of the targets
         (``smooth``, the gradient of the entropic potential; tau defaults to 0.02). Same dtype as x."""
         points = self._points(x)
         if mode == "hard":
-            return self.targets_[kernel.assign(points, self.targets_, self.h_)].to(x.dtype)
+            return self.targets_[self._scored().assign(points, self.h_)].to(x.dtype)
         if mode == "smooth":
             return kernel.smooth_transport(points, self.targets_, self.h_, self._tau(tau)).to(x.dtype)
         raise unknown_name("transport mode", mode, MODES)
@@ -144,6 +163,7 @@ class SemiDiscreteOT:
                 "solver": getattr(self, "solver_", self.solver), "version": __version__, "n_iter": getattr(self, "n_iter_", None),
                 "fit_seconds": getattr(self, "fit_seconds_", None),
                 "n_source_samples": getattr(self, "n_source_samples_", None),
+                "check": getattr(self, "check_", None), "solver_stopped": getattr(self, "solver_stopped_", None),
                 "solver_options": {k: v for k, v in self.solver_options.items()}, **meta_extra}
         save_ot(path, self.targets_, self.weights_, self.h_, meta)
 
@@ -165,5 +185,8 @@ class SemiDiscreteOT:
         ot.targets_, ot.weights_, ot.h_ = targets.to(device), weights.to(device), h.to(device)
         ot.n_iter_, ot.history_, ot.meta_ = meta.get("n_iter"), [], meta
         ot.fit_seconds_, ot.n_source_samples_ = meta.get("fit_seconds"), meta.get("n_source_samples")
-        ot.converged_ = None
+        check = meta.get("check")
+        ot.check_ = check if isinstance(check, dict) else None
+        ot.converged_ = bool(check["agrees"]) if isinstance(check, dict) and "agrees" in check else None
+        ot.solver_stopped_ = meta.get("solver_stopped")
         return ot

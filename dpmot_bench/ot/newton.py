@@ -6,6 +6,23 @@ It solves ``mu(W_i(h)) = nu_i`` for all i, the minimum of the semi-dual
 temperature schedule (:func:`newton_levels`), the starting state (:func:`initial_state`), one pass of the
 line search (:func:`newton_iteration`: trial point, acceptance, then a new Newton direction), and the
 stopping rule of a stage (:func:`stage_over`). :func:`newton_qmc` strings them together.
+
+Accuracy: a hard stage fits the masses of its own sample, so h is off by that sample's integration error,
+about ``sqrt(2 N / (pi n))`` in l1 for n points in high dimension (quasi-Monte Carlo does far better only
+in low dimension): the default schedule's end, n = 256 N, gives l1 ~ 0.05 whatever N is. With ``tol``
+(the l1 cell-mass error asked for), every stage from the schedule's end on is followed by the independent
+check (``check.py``: fresh Monte-Carlo points, floor <= tol / 2); while it disagrees (and could agree within
+its budget) one more stage, ``growth`` times larger (at most ``max_samples``), is added, until it agrees or
+``max_iter`` ends the fit.
+
+Memory: every pass streams its points in blocks of ``sampling.BLOCK_ROWS`` rows (masses, entropic
+Hessian, facet Jacobian, refill of empty cells, median gap), so besides the targets (and their centred
+copy, ``problem.Scoring``) it holds: the Hessian or Jacobian (dense N x N float64 when N <= ``dense_limit``,
+else sparse: its distinct entries plus ``curvature.SPARSE_FLUSH`` buffered ones), one block of points and
+one score buffer (``kernel.CHUNK_BYTES``, or ``curvature.FACET_BYTES`` of float64 target differences),
+a few N-vectors, ``curvature.QUANTILE_POINTS`` per-point scalars for the median gap and the facet band,
+and the stage's and the Jacobian's samples when they fit in ``cache_bytes`` together (else they are
+redrawn at each pass): flat in the number of points.
 """
 from __future__ import annotations
 
@@ -16,8 +33,9 @@ import torch
 
 from ..errors import InputError
 from ..options import check_fields, option
+from .check import FLOOR_FRACTION, check_budget, noise_floor, sampled_check
 from .curvature import HessianSum, facet_jacobian, median_gap, newton_direction, refill_empty
-from .problem import INITS, NEWTON_KEY, HeldSample, Problem, initial_h, mass_errors, sample_masses
+from .problem import INITS, NEWTON_KEY, Head, HeldSample, Problem, initial_h, mass_errors, sample_masses
 
 
 @dataclass(frozen=True)
@@ -55,7 +73,13 @@ class NewtonQMCOptions:
                                          help="points of the entropic Hessian (default 16 N)")
     jacobian_samples: int | None = option(None, int, low=1, optional=True,
                                           help="points of the hard Jacobian (default 64 N)")
-    cache_bytes: int = option(2**30, int, low=0, help="largest stage sample held in memory")
+    cache_bytes: int = option(2**30, int, low=0, help="bytes of sample points held in memory (stage and Jacobian)")
+    tol: float | None = option(None, float, above=0, optional=True,
+                               help="the l1 cell-mass error to reach, confirmed by the independent check "
+                                    "(null: the fixed schedule; the check then tests 0.01)")
+    max_samples: int = option(2**30, int, low=1, help="largest stage sample when growing towards tol")
+    check_samples: int | None = option(None, int, low=1, optional=True,
+                                       help="most points of the independent check (null: 2^26 with tol, 2^20 without)")
 
     def __post_init__(self):
         check_fields(self)
@@ -78,11 +102,12 @@ class NewtonLog:
     tau: float  # the temperature (0: a hard stage)
 
 
-def newton_levels(n_targets: int, options: NewtonQMCOptions) -> list[tuple[int, float]]:
+def newton_levels(n_targets: int, options: NewtonQMCOptions, extra: int = 0) -> list[tuple[int, float]]:
     """The (sample size, relative temperature) of each stage: an entropic warm-up whose temperature halves
     from ``first_smoothing`` down to ``smoothing`` on the first sample (none when ``first_smoothing`` is
     None), then hard stages (temperature 0) on that sample and on samples ``growth`` times larger, up to
-    ``n_samples``."""
+    ``n_samples``; then ``extra`` stages, each ``growth`` times larger again (at most ``max_samples``),
+    added while the check disagrees with tol (:func:`grow_towards_tol`)."""
     n_final = int(options.n_samples or 256 * n_targets)
     n = min(int(options.first_samples or 16 * n_targets), n_final)
     levels, relative = [], options.first_smoothing
@@ -93,6 +118,9 @@ def newton_levels(n_targets: int, options: NewtonQMCOptions) -> list[tuple[int, 
     while n < n_final:
         n = min(n * options.growth, n_final)
         levels.append((n, 0.0))
+    for _ in range(extra):
+        n = min(n * options.growth, max(options.max_samples, n))
+        levels.append((n, 0.0))
     return levels
 
 
@@ -101,31 +129,44 @@ def initial_state(problem: Problem, options: NewtonQMCOptions) -> dict:
     at the starting h, no direction yet."""
     h = initial_h(problem, options.init)
     return {"iteration": 0, "stage": 0, "stage_start": 0, "h": h, "solution": h, "tau": None, "g": None,
-            "step": None, "halving": 0, "scale": 1.0, "refilled": -1, "done": False, "samples_used": 0}
+            "step": None, "halving": 0, "scale": 1.0, "refilled": -1, "done": False, "samples_used": 0,
+            "extra_stages": 0, "checks": 0, "check": None}
 
 
 class StageSamples:
     """The points the passes integrate over, drawn on first use and never part of the state (a resumed
-    run redraws them from seed and key): the stage's sample (key ``(NEWTON_KEY, n)``, held in memory when
-    it fits in ``cache_bytes``) and one fixed set for every hard Jacobian (key ``(NEWTON_KEY, 0)``)."""
+    run redraws them from seed and key): the stage's sample (key ``(NEWTON_KEY, n)``) and one fixed set for
+    every hard Jacobian and refill (key ``(NEWTON_KEY, 0)``, ``jacobian_samples`` points), each held in
+    memory when it fits in what ``cache_bytes`` leaves (float32 points; first come, first held), else
+    streamed: redrawn block by block at each pass."""
 
     def __init__(self, problem: Problem, options: NewtonQMCOptions):
         self.problem, self.options = problem, options
         self.dense = problem.targets.shape[0] <= options.dense_limit
         self.held: HeldSample | None = None
-        self.jacobian_points: torch.Tensor | None = None
+        self.jacobian_points: Head | None = None
+
+    def _bytes(self, n: int) -> int:
+        return n * self.problem.source.dim * 4
+
+    def _fits(self, n: int, other) -> bool:
+        held = 0 if other is None or (other.cached if isinstance(other, HeldSample) else other.whole) is None \
+            else self._bytes(other.n if isinstance(other, HeldSample) else other.sample.n)
+        return self._bytes(n) + held <= self.options.cache_bytes
 
     def stage(self, n: int) -> HeldSample:
         if self.held is None or self.held.n != n:
+            self.held = None  # the previous stage's points go before the next are drawn
             sample = self.problem.sample(n, (NEWTON_KEY, n), self.options.quasi)
-            fits = n * self.problem.source.dim * 4 <= self.options.cache_bytes
-            self.held = HeldSample(sample, list(sample.blocks()) if fits else None)
+            self.held = HeldSample(sample, list(sample.blocks()) if self._fits(n, self.jacobian_points) else None)
         return self.held
 
-    def jacobian(self) -> torch.Tensor:
+    def jacobian(self) -> Head:
         if self.jacobian_points is None:
             m = int(self.options.jacobian_samples or 64 * self.problem.targets.shape[0])
-            self.jacobian_points = self.problem.sample(m, (NEWTON_KEY, 0), self.options.quasi).head(m)
+            sample = self.problem.sample(m, (NEWTON_KEY, 0), self.options.quasi)
+            whole = list(sample.blocks(range(sample.n_blocks))) if self._fits(m, self.held) else None
+            self.jacobian_points = Head(sample, m, whole)
         return self.jacobian_points
 
 
@@ -172,15 +213,15 @@ def accepted(state: dict, masses: torch.Tensor, g: torch.Tensor, energy: float |
 def entropic_direction(problem: Problem, held: HeldSample, h: torch.Tensor, g: torch.Tensor, tau: float,
                        options: NewtonQMCOptions, dense: bool) -> torch.Tensor:
     """``clip((H + R)^{-1} g, +-trust tau)``, H the entropic Hessian on the first ``hessian_samples``
-    points of the stage's sample (over each point's ``topk`` best targets when not ``dense``)."""
+    points of the stage's sample (over each point's ``topk`` best targets when not ``dense``), streamed."""
     n_targets = problem.targets.shape[0]
-    head = held.sample.head(min(held.n, int(options.hessian_samples or 16 * n_targets)))
+    head = held.head(int(options.hessian_samples or 16 * n_targets))
     hessian = HessianSum.on_points(problem, head, h, tau, None if dense else options.topk)
     return newton_direction(hessian, g, options.damping, options.floor).clamp_(-options.trust * tau,
                                                                                options.trust * tau)
 
 
-def hard_direction(problem: Problem, points: torch.Tensor, h: torch.Tensor, g: torch.Tensor,
+def hard_direction(problem: Problem, points: Head, h: torch.Tensor, g: torch.Tensor,
                    options: NewtonQMCOptions, dense: bool) -> torch.Tensor | None:
     """``(J + shift m I)^{-1} g``, J the facet Jacobian of the hard masses on ``points``; None when no point
     lies near a facet (nothing to go on: the stage ends)."""
@@ -197,7 +238,7 @@ def newton_iteration(problem: Problem, options: NewtonQMCOptions, state: dict, l
     hard, nu = relative == 0, problem.weights
     held = samples.stage(n)
     if state["tau"] is None and not hard:
-        state["tau"] = relative * median_gap(problem, held.sample.head(16 * problem.targets.shape[0]), state["h"])
+        state["tau"] = relative * median_gap(problem, held.head(16 * problem.targets.shape[0]), state["h"])
     tau = 0.0 if hard else state["tau"]
     h_try, a = trial_point(state)
     if hard:
@@ -228,6 +269,24 @@ def newton_iteration(problem: Problem, options: NewtonQMCOptions, state: dict, l
     return log
 
 
+def grow_towards_tol(problem: Problem, options: NewtonQMCOptions, state: dict, n: int) -> bool:
+    """At the end of the last stage (on ``n`` points): with ``tol``, the independent check of the solution
+    (round ``state["checks"]``, recorded in ``state["check"]``); True when one more stage should follow,
+    i.e. the check disagrees, its budget could confirm tol (floor <= tol / 2 at the budget) and a larger
+    stage is allowed (``n < max_samples``). Without tol, False: the fixed schedule ends."""
+    if options.tol is None:
+        return False
+    state["checks"] += 1
+    budget = check_budget(options.tol, options.check_samples)
+    check = sampled_check(problem, state["solution"], options.tol, budget, round_=state["checks"])
+    state["check"] = {**check.to_dict(), "iteration": state["iteration"]}
+    reachable = noise_floor(problem.weights, budget) <= FLOOR_FRACTION * options.tol
+    if not check.agrees and reachable and n < options.max_samples:
+        state["extra_stages"] += 1
+        return True
+    return False
+
+
 def newton_qmc(problem: Problem, options: NewtonQMCOptions, state: dict | None = None, on_iteration=None) -> dict:
     """Solve ``mu(W_i(h)) = nu_i`` by multiscale damped Newton steps; return the final solver state.
 
@@ -238,6 +297,8 @@ def newton_qmc(problem: Problem, options: NewtonQMCOptions, state: dict | None =
     Hard stages: ``g = counts / n - nu`` on the stage's sample, ``J`` the Jacobian of the hard masses on
     ``jacobian_samples`` (64 N) fixed points (:func:`~dpmot_bench.ot.curvature.facet_jacobian`), and
     ``h <- h - a (J + R)^{-1} g`` with ``a = 1, 1/2, ...`` until the step is accepted (:func:`accepted`).
+    With ``tol``, the last stage is followed by the independent check, and by a stage ``growth`` times
+    larger while the check disagrees (:func:`grow_towards_tol`).
 
     Entropic warm-up (unless ``first_smoothing`` is None): on the first sample, the entropic semi-dual at
     ``tau = c * (median gap between the two best scores)``, c halving from ``first_smoothing`` to
@@ -255,15 +316,16 @@ def newton_qmc(problem: Problem, options: NewtonQMCOptions, state: dict | None =
     ``on_iteration(state, log)`` is called after every pass and stops the run by returning True.
     """
     n_targets = problem.targets.shape[0]
-    levels = newton_levels(n_targets, options)
     state = initial_state(problem, options) if state is None else state
     samples = StageSamples(problem, options)
     while not state["done"] and state["iteration"] < options.max_iter:
         stage = state["stage"]
+        levels = newton_levels(n_targets, options, state["extra_stages"])
         last = stage == len(levels) - 1
         if stage_over(state, levels[stage], last, n_targets, options):
+            done = last and not grow_towards_tol(problem, options, state, levels[stage][0])
             state.update(stage=stage + 1, stage_start=state["iteration"], tau=None, g=None, step=None, halving=0,
-                         done=last)
+                         done=done)
             continue
         log = newton_iteration(problem, options, state, levels[stage], samples)
         if on_iteration is not None and on_iteration(state, log):

@@ -4,18 +4,97 @@ A :class:`Problem` is a source measure mu and weighted targets (y_i, nu_i); the 
 dual weights h (N,), whose power cells ``W_i(h) = {x : <x, y_i> + h_i >= <x, y_j> + h_j for all j}`` should
 have the masses ``mu(W_i(h)) = nu_i``. Cell masses are estimated on source samples (``sampling.py``), named
 by the problem's seed and a key whose first element says who draws them.
+
+Scores are computed in centred coordinates (:class:`Scoring`): with ``a`` the source's mean (every
+coordinate) and ``c = sum_i nu_i y_i``,
+
+    <x, y_i> + h_i = <x - a, y_i - c> + (h_i + a <1, y_i - c>) + <x, c>,
+
+and ``<x, c>`` is common to a row, so the argmax, the softmax and the score gaps are those of the centred
+scores, whose float32 rounding error is that of ``|x - a| |y_i - c|`` instead of ``|x| |y_i|``: images in
+[0, 1] against a uniform source on [0, 1]^3072 have inner products of about d / 4 = 768, where float32
+resolves 6e-5, while the centred ones are about 10 (``benchmarks/ot_scale.py`` measures the argmax
+disagreement with float64 both ways). The user's targets stay in ``Problem.targets``; the centred copy
+(``Problem.scoring``, one more N x d float32 array) is what the kernel multiplies.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 
 from ..errors import unknown_name
-from .distributed import all_reduce_sum_
-from .kernel import argmax_rows, chunk_rows, padded, score_chunks, softmax_
+from .distributed import all_reduce_sum_, rank_and_world
+from .kernel import ARGMAX_BLOCK, argmax_rows, chunk_rows, score_chunks, softmax_
 from .sampling import SourceSample
 from .sources import Source
+
+TARGET_ROWS = 4096  # rows of targets converted to float64 at a time (centring, the moment-matched start)
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """The targets in centred coordinates and what turns centred scores into the problem's.
+
+    ``targets`` (N', d) float32 holds ``y_i - c`` in its first N rows and zeros after them (on the CPU N'
+    is N rounded up to a multiple of ``kernel.ARGMAX_BLOCK``, so that the blocked argmax applies; the padded
+    rows get the score -inf); ``origin`` is a (the source mean, a scalar: sources are isotropic);
+    ``offset`` (N,) float64 is ``a <1, y_i - c>``; ``centre`` (d,) float64 is c."""
+
+    targets: torch.Tensor
+    n: int
+    origin: float
+    offset: torch.Tensor
+    centre: torch.Tensor
+
+    @classmethod
+    def of(cls, source: Source, targets: torch.Tensor, weights: torch.Tensor) -> "Scoring":
+        n, dim = targets.shape
+        device = targets.device
+        centre = torch.zeros(dim, dtype=torch.float64, device=device)
+        for start in range(0, n, TARGET_ROWS):
+            centre += weights[start:start + TARGET_ROWS].double() @ targets[start:start + TARGET_ROWS].double()
+        padded = n + (-n % ARGMAX_BLOCK if device.type == "cpu" else 0)
+        centred = torch.zeros(padded, dim, dtype=torch.float32, device=device)
+        offset = torch.empty(n, dtype=torch.float64, device=device)
+        origin = float(source.mean)
+        for start in range(0, n, TARGET_ROWS):
+            rows = targets[start:start + TARGET_ROWS].double() - centre
+            centred[start:start + rows.shape[0]] = rows
+            offset[start:start + rows.shape[0]] = origin * rows.sum(1)
+        return cls(centred, n, origin, offset, centre)
+
+    @property
+    def pads(self) -> bool:
+        return self.targets.shape[0] > self.n
+
+    def scores_h(self, h: torch.Tensor, hard: bool = False) -> torch.Tensor:
+        """The float32 weights of the centred scores, ``h + offset``; with ``hard``, -inf on the padded
+        rows (argmax only: the padded targets must never win)."""
+        centred = (h.double() + self.offset).float()
+        if hard and self.pads:
+            centred = torch.cat([centred, centred.new_full((self.targets.shape[0] - self.n,), -torch.inf)])
+        return centred
+
+    def points(self, x: torch.Tensor) -> torch.Tensor:
+        """``x - a`` in float32 on the targets' device."""
+        x = x.to(device=self.targets.device, dtype=torch.float32)
+        return x - self.origin if self.origin != 0 else x
+
+    def chunks(self, x: torch.Tensor, h: torch.Tensor, hard: bool = False, rows: int | None = None,
+               buffer: torch.Tensor | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+        """``kernel.score_chunks`` of the centred scores of the rows of x: over all N' padded targets with
+        ``hard`` (for argmax), else over the N real ones. The scores differ from ``<x, y_i> + h_i`` by
+        ``<x, c>``, the same for every i."""
+        targets = self.targets if hard else self.targets[:self.n]
+        h32 = self.scores_h(h, hard)
+        return score_chunks(self.points(x), targets, h32, rows=rows, buffer=buffer)
+
+    def row_constant(self, x: torch.Tensor) -> torch.Tensor:
+        """``<x, c>`` (float64): what the centred scores of x lack."""
+        return x.to(device=self.centre.device, dtype=torch.float64) @ self.centre
 
 
 @dataclass(frozen=True)
@@ -32,8 +111,20 @@ class Problem:
     def device(self) -> torch.device:
         return self.targets.device
 
+    @functools.cached_property
+    def scoring(self) -> Scoring:
+        """The centred targets the kernel scores against (built once, on first use)."""
+        return Scoring.of(self.source, self.targets, self.weights)
+
     def sample(self, n: int, key: tuple[int, ...], quasi: bool = False) -> SourceSample:
         return SourceSample(self.source, n, self.seed, key, quasi, self.device)
+
+    def assign(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """``argmax_i <x, y_i> + h_i`` for the rows of x, from the centred float32 scores (int64)."""
+        index = torch.empty(x.shape[0], dtype=torch.int64, device=self.device)
+        for start, scores in self.scoring.chunks(x, h, hard=True):
+            argmax_rows(scores, out=index[start:start + scores.shape[0]])
+        return index
 
 
 # First element of every sample key: who draws it (so solver and evaluation samples never coincide).
@@ -42,8 +133,8 @@ ADAM_KEY, NEWTON_KEY, EVALUATION_KEY = 1, 2, 3
 
 @dataclass(frozen=True)
 class HeldSample:
-    """A sample whose blocks are kept in memory (``cached``; a stage's, when they fit), else redrawn at
-    each pass."""
+    """A sample whose blocks are kept in memory (``cached``, this process's blocks; a stage's, when they
+    fit), else redrawn at each pass."""
 
     sample: SourceSample
     cached: list | None
@@ -55,22 +146,56 @@ class HeldSample:
     def blocks(self):
         return iter(self.cached) if self.cached is not None else self.sample.blocks()
 
+    def head(self, m: int) -> "Head":
+        """The first ``m`` rows, in every process (from the cache when it holds them all)."""
+        whole = self.cached if self.cached is not None and rank_and_world()[1] == 1 else None
+        return Head(self.sample, min(m, self.n), whole)
+
+
+@dataclass(frozen=True)
+class Head:
+    """The first ``n`` rows of a sample as blocks of at most ``sampling.BLOCK_ROWS`` rows, the same in every
+    process (what the curvature passes integrate over: every process computes them whole); ``whole``,
+    when given, is the sample's full list of blocks, already drawn. The rows do not depend on the block
+    size for quasi-Monte-Carlo samples (rows of one Sobol sequence)."""
+
+    sample: SourceSample
+    n: int
+    whole: list | None = None
+
+    def blocks(self) -> Iterator[torch.Tensor]:
+        blocks = iter(self.whole) if self.whole is not None else self.sample.head_blocks(self.n)
+        left = self.n
+        for block in blocks:
+            if left <= 0:
+                return
+            yield block[:left]
+            left -= block.shape[0]
+
+
+def point_blocks(points) -> tuple[int, Iterator[torch.Tensor]]:
+    """``(n, blocks)`` of a tensor of points (one block) or of a :class:`Head`-like (``.n``, ``.blocks()``)."""
+    if isinstance(points, torch.Tensor):
+        return points.shape[0], iter((points,))
+    return points.n, points.blocks()
+
 
 def sample_masses(problem: Problem, sample, h: torch.Tensor, tau: float = 0.0, k: int | None = None,
                   with_potential: bool = False):
     """Cell masses on ``sample`` (float64, summed over processes): hard counts / n when ``tau == 0``, else
     the mean of ``softmax(s(x) / tau)``: over all targets (``k`` None), or over each point's ``k`` best (the
-    others weigh less than ``exp(-(s_1 - s_k) / tau)`` each). With ``with_potential`` also the sample mean
-    of the potential, ``max_j s_j`` or ``tau log sum_j exp(s_j / tau)`` (the first term of the energy)."""
-    n_targets = problem.targets.shape[0]
-    h = h.to(problem.targets.dtype)
-    targets, h = padded(problem.targets, h) if tau == 0 else (problem.targets, h)
-    total = torch.zeros(n_targets + 1, dtype=torch.float64, device=targets.device)  # masses, then potential
-    buffer = torch.empty(chunk_rows(targets.shape[0]), targets.shape[0], dtype=targets.dtype, device=targets.device)
+    others weigh less than ``exp(-(s_1 - s_k) / tau)` each). With ``with_potential`` also the sample mean
+    of the potential, ``max_j s_j`` or ``tau log sum_j exp(s_j / tau)`` (the first term of the energy).
+    Streams the sample's blocks: the extra memory is one block and one score buffer."""
+    scoring, n_targets = problem.scoring, problem.targets.shape[0]
+    hard = tau == 0
+    width = scoring.targets.shape[0] if hard else n_targets
+    total = torch.zeros(n_targets + 1, dtype=torch.float64, device=problem.device)  # masses, then potential
+    buffer = torch.empty(chunk_rows(width), width, dtype=torch.float32, device=problem.device)
     for block in sample.blocks():
-        for _, scores in score_chunks(block, targets, h, rows=buffer.shape[0], buffer=buffer):
-            if tau == 0:
-                total[:-1] += torch.bincount(argmax_rows(scores), minlength=n_targets)
+        for _, scores in scoring.chunks(block, h, hard=hard, rows=buffer.shape[0], buffer=buffer):
+            if hard:
+                total[:-1] += torch.bincount(argmax_rows(scores), minlength=width)[:n_targets]
                 potential = scores.amax(dim=1) if with_potential else None
             elif k is None:
                 best = scores.amax(dim=1, keepdim=True)
@@ -84,6 +209,8 @@ def sample_masses(problem: Problem, sample, h: torch.Tensor, tau: float = 0.0, k
                 potential = tau * torch.logsumexp(top.values.double() / tau, dim=1)
             if with_potential:
                 total[-1] += potential.sum(dtype=torch.float64)
+        if with_potential:
+            total[-1] += scoring.row_constant(block).sum()
     total = all_reduce_sum_(total) / sample.n
     return (total[:-1], float(total[-1])) if with_potential else total[:-1]
 
@@ -103,13 +230,20 @@ def moment_matched_h(problem: Problem) -> torch.Tensor:
     source mean) has potential ``|c/a - m + x|^2 a / 2`` up to constants; its dual weights are
     ``h_i = -|y_i - c|^2 / (2a) - <m, y_i>``, with which ``argmax_i <x, y_i> + h_i`` is the target nearest
     to ``c + a (x - m)``. Every cell then starts non-empty with a mass of the right order, whereas
-    ``h = 0`` leaves each target inside the convex hull of the others with an empty cell.
+    ``h = 0`` leaves each target inside the convex hull of the others with an empty cell. Computed on
+    ``TARGET_ROWS`` rows at a time in float64.
     """
-    y = problem.targets.double()
-    centre = problem.weights @ y
-    spread = (problem.weights @ (y - centre) ** 2).mean().sqrt().clamp_min(1e-12)
+    centre = problem.scoring.centre
+    n = problem.targets.shape[0]
+    squares = torch.empty(n, dtype=torch.float64, device=problem.device)
+    sums = torch.empty(n, dtype=torch.float64, device=problem.device)
+    for start in range(0, n, TARGET_ROWS):
+        y = problem.targets[start:start + TARGET_ROWS].double()
+        squares[start:start + y.shape[0]] = ((y - centre) ** 2).sum(1)
+        sums[start:start + y.shape[0]] = y.sum(1)
+    spread = (problem.weights @ squares / problem.targets.shape[1]).sqrt().clamp_min(1e-12)
     a = spread / problem.source.coordinate_std
-    h = -((y - centre) ** 2).sum(1) / (2 * a) - problem.source.mean * y.sum(1)
+    h = -squares / (2 * a) - problem.source.mean * sums
     return h - h.mean()
 
 

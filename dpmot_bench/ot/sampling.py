@@ -66,7 +66,11 @@ class SourceSample:
             # A scrambled coordinate is exactly 0 with probability ~2^-52: keep the inverse CDF finite.
             yield self.source.from_unit_cube(u.clamp_(1e-16, 1 - 1e-16)).to(self.device)
 
+    def head_blocks(self, m: int) -> Iterator[torch.Tensor]:
+        """The blocks holding the first ``min(m, n)`` rows, in every process (the last one may hold more)."""
+        return self.blocks(range(math.ceil(min(m, self.n) / BLOCK_ROWS)))
+
     def head(self, m: int) -> torch.Tensor:
         """The first ``min(m, n)`` rows (the same in every process)."""
         m = min(m, self.n)
-        return torch.cat(list(self.blocks(range(math.ceil(m / BLOCK_ROWS)))))[:m]
+        return torch.cat(list(self.head_blocks(m)))[:m]
