@@ -51,9 +51,10 @@ def cmd_datasets(args) -> int:
 # [cmd fit-ot]
 def _check_out(path: str, suffix: str | None, flag: str = "--out"):
     """An output file path: right suffix, not a directory, its folder creatable and writable (checked
-    before any work; the folder is created only when the file is written)."""
-    import os
+    before any work, by creating an unnamed temp file; the folder is created only when the file is written)."""
     from pathlib import Path
+
+    from .io import can_create_in
 
     out = Path(path)
     if suffix is not None and out.suffix != suffix:
@@ -63,7 +64,7 @@ def _check_out(path: str, suffix: str | None, flag: str = "--out"):
     folder = out.parent.absolute()
     while not folder.exists():  # the nearest existing ancestor must let us create the rest
         folder = folder.parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+    if not folder.is_dir() or not can_create_in(folder):
         raise InputError(f"cannot write {path!r}: {str(folder)!r} is not a writable directory")
     return out
 
@@ -99,6 +100,10 @@ def cmd_fit_ot(args) -> int:
     for flag, low in (("n_targets", 2), ("max_iter", 1), ("eval_samples", 1), ("check_samples", 1)):
         if getattr(args, flag) is not None and getattr(args, flag) < low:
             raise InputError(f"--{flag.replace('_', '-')} must be >= {low}")
+    if args.eval_samples is not None:  # the library's bound, before the fit
+        from .ot.estimator import check_mass_samples
+
+        check_mass_samples(args.eval_samples, "--eval-samples")
     if args.tol is not None and not 0 < args.tol <= 2:  # also NaN; l1 mass errors lie in [0, 2]
         raise InputError(f"--tol must be a number in (0, 2], the l1 cell-mass error to reach (e.g. 0.01), "
                          f"got {args.tol}")

@@ -20,6 +20,16 @@ import numpy as np
 from .errors import InputError
 
 
+def can_create_in(folder: str | os.PathLike) -> bool:
+    """Whether a file can be created in the existing directory ``folder``: tried with an unnamed temp file,
+    not guessed from mode bits (``os.access`` says yes to root everywhere, also in ``/proc`` or ``/sys``)."""
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=f".probe.{os.getpid()}.", suffix=".tmp"):
+            return True
+    except OSError:
+        return False
+
+
 def ensure_writable_dir(directory: str | os.PathLike) -> Path:
     """Create ``directory`` (and parents) if needed and check that files can be written there."""
     directory = Path(directory)
@@ -27,7 +37,7 @@ def ensure_writable_dir(directory: str | os.PathLike) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise InputError(f"cannot create output directory {str(directory)!r}: {err.strerror}") from None
-    if not os.access(directory, os.W_OK | os.X_OK):
+    if not can_create_in(directory):
         raise InputError(f"output directory {str(directory)!r} is not writable; choose another with --out")
     return directory
 

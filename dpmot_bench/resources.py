@@ -7,13 +7,14 @@ import os
 
 import torch
 
+from .devices import as_device
 from .errors import InputError
 
 
 def available_bytes(device: str | torch.device = "cpu") -> int:
     """Memory a new allocation can use now: CUDA's free memory on that device, else the host's
-    ``MemAvailable`` (Linux), else its physical memory."""
-    device = torch.device(device)
+    ``MemAvailable`` (Linux), else its physical memory. An unknown device is an InputError (``as_device``)."""
+    device = as_device(device)
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
     try:
@@ -35,5 +36,5 @@ def check_memory(nbytes: float, what: str, device: str | torch.device = "cpu") -
     the device has less available."""
     have = available_bytes(device)
     if nbytes > have:
-        raise InputError(f"{what} needs about {_gib(nbytes)} of memory but {torch.device(device)} has "
+        raise InputError(f"{what} needs about {_gib(nbytes)} of memory but {as_device(device)} has "
                          f"{_gib(have)} available; ask for less")

@@ -2,6 +2,7 @@
 cause, writes and creates nothing (directories included), and is quick; the library raises InputError."""
 import dataclasses
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -81,7 +82,13 @@ def cases(src, out):
           "--n-targets", "10", "--out", o], "not an .npz (zip) archive"),
         (["fit-ot", "--dataset", "gmm-ring8", "--sigma", "1e300", "--n-targets", "10", "--out", o],
          "overflows the float32 latents"),
-    ]
+        (["fit-ot", "--dataset", "gmm-ring8", "--sigma", "0.1", "--eval-samples", str(10 ** 12), "--out", o],
+         "--eval-samples must be an integer in [1, 2^36]"),
+    ] + ([  # a folder where nothing can be created although its mode bits (and os.access, for root) say yes
+        (["fit-ot", "--dataset", "gmm-ring8", "--sigma", "0.1", "--checkpoint", "/proc/c.npz", "--out", o],
+         "'/proc' is not a writable directory"),
+        (S + ["--out", "/proc/o.npz"], "'/proc' is not a writable directory"),
+    ] if Path("/proc/self").is_dir() else [])
 
 
 def test_bad_cli_inputs_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, monkeypatch):
@@ -126,3 +133,34 @@ def test_bad_library_inputs_raise_input_error(call, words, monkeypatch):
     monkeypatch.setattr(resources, "available_bytes", lambda device="cpu": 2 ** 30)
     with pytest.raises(InputError, match=words):
         call()
+
+
+def _device_calls(tmp_path):
+    from dpmot_bench.bench.runner import run_suite
+    from dpmot_bench.bench.suites import get_suite
+    from dpmot_bench.ot import GaussianSource, SemiDiscreteOT
+    from dpmot_bench.report.build import build_report
+    from dpmot_bench.samplers import generate
+
+    ring = get_dataset("gmm-ring8")
+    fitted = SemiDiscreteOT(GaussianSource(2), solver="adam-mc", max_iter=2).fit(torch.randn(4, 2))
+    fitted.save(tmp_path / "ot.npz")
+    return {
+        "generate": lambda device: generate(ring, "euler", 3, 4, 0, ring.mixture.denoise, device=device),
+        "fit": lambda device: SemiDiscreteOT(GaussianSource(2), solver="adam-mc", max_iter=2,
+                                             device=device).fit(torch.randn(4, 2)),
+        "load": lambda device: SemiDiscreteOT.load(tmp_path / "ot.npz", device=device),
+        "train": lambda device: training.train_denoiser(ring, training.TrainConfig(steps=2), device=device),
+        "run_suite": lambda device: run_suite(get_suite("tiny"), tmp_path / "new" / "R", device=device),
+        "build_report": lambda device: build_report(get_suite("tiny"), tmp_path / "new" / "R", device=device),
+        "bound_checks": lambda device: theory.run_bound_checks("tiny", device=device),
+    }
+
+
+@pytest.mark.parametrize("device, words", [("nosuch", "unknown device 'nosuch'"), ("cpu:5", "one CPU device")])
+@pytest.mark.parametrize("entry", ["generate", "fit", "load", "train", "run_suite", "build_report", "bound_checks"])
+def test_a_bad_device_is_an_input_error_at_each_library_entry_point(entry, device, words, tmp_path):
+    # no stand-in for the memory estimate here: it must read the device through the one device check too
+    with pytest.raises(InputError, match=words):
+        _device_calls(tmp_path)[entry](device)
+    assert not (tmp_path / "new").exists()  # refused before a run folder (or its lock) is created

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from ..devices import as_device
 from ..io import exclusive_lock
 from ..provenance import provenance
 from ..samplers.generate import DPMOT_SAMPLERS
@@ -51,6 +52,7 @@ def run_suite(suite: Suite, out: str | Path, *, resume: bool = False, device="cp
               cells: list[Cell] | None = None) -> list[dict]:
     """Run (or, with ``resume``, finish) ``suite`` into ``out``; returns every stored row. One run at a
     time per folder: a second one gets an InputError (its lock: ``out/work/.lock``)."""
+    device = as_device(device)  # before the lock creates anything
     with exclusive_lock(Path(out) / "work" / LOCK_NAME, f"run folder {str(out)!r}", wait=False):
         return _run_suite(suite, out, resume, device, progress, cells)
 

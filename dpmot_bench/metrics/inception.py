@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from ..devices import as_device
 from ..errors import InputError, ShapeError, check_finite
 from ..io import load_tensors
 
@@ -47,7 +48,7 @@ class InceptionFeatures:
                      "weights-inception-2015-12-05-6726825d.pth (nothing is downloaded)")
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
-        self.device, self.batch_size = torch.device(device), batch_size
+        self.device, self.batch_size = as_device(device), batch_size
         self.extractor = _load_extractor(str(path)).to(self.device).eval()
 
     @staticmethod

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..data import Dataset, get_dataset
+from ..devices import as_device
 from ..errors import CorruptFileError, InputError
 from ..io import atomic_path, load_tensors, remove_stale_temps
 from ..options import check_fields, option
@@ -168,7 +169,7 @@ def train_denoiser(dataset: Dataset | str, config: TrainConfig | None = None, *,
     if checkpoint is not None:
         checkpoint = Path(checkpoint)
         remove_stale_temps(checkpoint.parent, names=[checkpoint.name], recursive=False)
-    device = torch.device(device)
+    device = as_device(device)
     data = training_data(dataset, config)
     sigma_data = float(data.double().std())
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from ..devices import as_device
 from ..errors import InputError, check_points, unknown_name
 from ..io import remove_stale_temps
 from . import kernel
@@ -20,6 +21,14 @@ MODES = ("hard", "smooth")
 
 
 MAX_MASS_SAMPLES = 2 ** 36
+
+
+def check_mass_samples(n_samples, name: str = "n_samples") -> int:
+    """``n_samples`` of a cell-mass measurement, an integer in [1, 2^36] (the CLI calls this before a fit)."""
+    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or not 1 <= n_samples <= MAX_MASS_SAMPLES:
+        raise InputError(f"{name} must be an integer in [1, 2^36] (beyond, the check alone takes hours and "
+                         f"its noise floor is already below 1e-5 for N <= 10^5), got {n_samples!r}")
+    return n_samples
 
 
 class SemiDiscreteOT:
@@ -134,9 +143,7 @@ class SemiDiscreteOT:
         """Monte-Carlo masses of the power cells from ``n_samples`` fresh source points (float64, (N,)).
         The sample is independent of every solver sample; each mass has std ``sqrt(m (1 - m) / n)``."""
         self._check_fitted()
-        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or not 1 <= n_samples <= MAX_MASS_SAMPLES:
-            raise InputError(f"n_samples must be an integer in [1, 2^36] (beyond, the check alone takes hours and "
-                             f"its noise floor is already below 1e-5 for N <= 10^5), got {n_samples!r}")
+        check_mass_samples(n_samples)
         problem = Problem(self.source, self.targets_, self.weights_, seed)
         return sample_masses(problem, problem.sample(n_samples, (EVALUATION_KEY,)), self.h_)
 
@@ -172,6 +179,7 @@ class SemiDiscreteOT:
         """A fitted map from an OT file (``CorruptFileError`` if it is not one); ``.meta_`` holds its meta."""
         from ..errors import CorruptFileError
 
+        device = as_device(device)
         targets, weights, h, meta = load_ot(path)
         try:
             source = source_from_meta(meta["source"], targets.shape[1])
@@ -181,7 +189,6 @@ class SemiDiscreteOT:
         solver = meta["solver"] if isinstance(meta["solver"], str) else DEFAULT_SOLVER
         ot = cls(source, solver=solver, seed=seed, device=device)
         ot.solver_ = solver
-        device = torch.device(device)
         ot.targets_, ot.weights_, ot.h_ = targets.to(device), weights.to(device), h.to(device)
         ot.n_iter_, ot.history_, ot.meta_ = meta.get("n_iter"), [], meta
         ot.fit_seconds_, ot.n_source_samples_ = meta.get("fit_seconds"), meta.get("n_source_samples")

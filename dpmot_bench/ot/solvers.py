@@ -29,6 +29,7 @@ from typing import Any, Callable, Mapping
 import torch
 from tqdm.auto import tqdm
 
+from ..devices import as_device
 from ..errors import InputError, check_points, check_weights, unknown_name
 from ..io import remove_stale_temps
 from ..options import check_fields, option, parse, unknown_keys
@@ -141,7 +142,7 @@ def semidiscrete_problem(source: Source, targets: torch.Tensor, weights: torch.T
     _check_source(source)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise InputError(f"seed must be a non-negative integer, got {seed!r}")
-    device = torch.device(device)
+    device = as_device(device)
     targets = check_points(targets, "targets", dim=source.dim, min_rows=2)
     n = targets.shape[0]
     if torch.unique(targets.float(), dim=0).shape[0] < n:

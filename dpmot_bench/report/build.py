@@ -13,6 +13,7 @@ from .. import __version__
 from ..bench.runner import LOCK_NAME, run_suite
 from ..bench.suites import Suite
 from ..data import get_dataset
+from ..devices import as_device
 from ..io import ensure_writable_dir, exclusive_lock, remove_stale_temps, write_json, write_text
 from ..provenance import provenance
 from ..render import markdown_table, with_ci
@@ -330,6 +331,7 @@ def build_report(suite: Suite, out: str | Path, *, resume: bool = False, device=
     """Run ``suite`` into ``out`` and write the report there. Temp files that killed runs left anywhere
     under ``out`` are removed first (those of a live concurrent run are kept), so an interrupted run
     resumed with ``resume`` ends with exactly the files of an uninterrupted one."""
+    device = as_device(device)  # before anything is created
     out = ensure_writable_dir(Path(out))
     with exclusive_lock(out / "work" / LOCK_NAME, f"report folder {str(out)!r}", wait=False):  # one run at a time
         remove_stale_temps(out)

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from ..data import dataset_names, get_dataset
 from ..data.gmm import GaussianMixture
 from ..denoisers import CountingDenoiser
+from ..devices import as_device
 from ..errors import InputError, unknown_name
 from ..noise import SampleNoise
 from ..ot import GaussianSource, SemiDiscreteOT
@@ -439,7 +440,7 @@ def run_bound_checks(suite: str = "quick", device="cpu", progress: bool = False,
     """Every configuration of ``suite`` x seed as one tidy row: the configuration, the left sides, every
     term and bound of Theorems A and B (or of OT5 for ``tau > 0`` rows), ``holds_*`` and ``ratio_*``."""
     with one_cpu_thread():
-        return _run(suite, torch.device(device), progress, datasets, seeds)
+        return _run(suite, as_device(device), progress, datasets, seeds)
 
 
 def _run(suite, device, progress, datasets, seeds) -> list[dict]:
