@@ -123,6 +123,21 @@ def test_tiny_report_builds(tmp_path, monkeypatch):
     assert json.loads((index.parent / "results.json").read_text())["provenance"]["torch"]
 
 
+def test_the_ot_fit_row_of_a_reloaded_map_is_the_fitted_maps(tmp_path):
+    # a run killed after saving a map but before recording its ot-fit cell reloads the map on resume (issue 19)
+    import torch
+
+    from dpmot_bench.bench.context import Context
+    from dpmot_bench.bench.tasks import ot_fit_task
+
+    suite = get_suite("tiny")
+    cell = next(c for c in expand(suite) if c.task == "ot-fit")
+    rows = [ot_fit_task(Context(suite, tmp_path, torch.device("cpu"), False), cell) for _ in range(2)]
+    assert (tmp_path / "maps").is_dir() and rows[0]["solver"] in ("exact-2d", "newton-qmc", "adam-mc")
+    assert {k: v for k, v in rows[0].items() if k != "fit_seconds"} == \
+        {k: v for k, v in rows[1].items() if k != "fit_seconds"}
+
+
 def test_claims_verdicts_follow_the_numbers():
     def rows(method, nfe, mix, q):
         return {"dataset": "gmm-ring8", "method": method, "nfe": nfe, "between_modes": mix, "between_modes_ci": 0.01,

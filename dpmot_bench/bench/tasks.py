@@ -98,12 +98,13 @@ MASS_CHECK_SAMPLES = 2 ** 22
 
 def ot_fit_task(ctx: Context, cell: Cell) -> dict:
     """The one-off cost of a DPM-OT preset, and the fitted map's accuracy measured on an independent
-    Monte-Carlo sample (with that measurement's own l1 noise floor)."""
+    Monte-Carlo sample (with that measurement's own l1 noise floor). ``solver`` is the one that ran
+    (``solver_``: ``auto`` resolved), the same whether the map was just fitted or reloaded on resume."""
     fitted, seconds = ctx.ot_map(cell.dataset, cell.method, cell.nfe)
     errors = fitted.mass_errors(n_samples=MASS_CHECK_SAMPLES, seed=777)
     return {"fit_seconds": seconds if seconds is not None else fitted.fit_seconds_,
             "n_targets": fitted.targets_.shape[0], "dim": fitted.targets_.shape[1], "iterations": fitted.n_iter_,
-            "solver": fitted.solver, "source": fitted.source.to_meta()["kind"],
+            "solver": fitted.solver_, "source": fitted.source.to_meta()["kind"],
             "sigma_star": fitted.meta_.get("sigma_star") if hasattr(fitted, "meta_") else None,
             "source_samples": fitted.n_source_samples_, **errors}
 
