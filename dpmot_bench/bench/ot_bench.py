@@ -7,7 +7,9 @@ best of a few repeats where noted, and noisy on a shared machine.
 - :func:`solver_benchmark`: time to accuracy of ``exact-2d`` (in 2-D), ``newton-qmc``, ``adam-mc`` and POT's
   stochastic semi-dual (ASGD on a sampled source), all measured the same way: l1 and max relative cell-mass errors on an
   independent Monte-Carlo sample (and, in 2-D, the exact masses); one row per logged point.
-- :func:`scale_benchmark`: time of a solver pass vs N (it is linear) and a CIFAR-scale dry run.
+- :func:`scale_benchmark`: time of a solver pass vs N (it is linear), a CIFAR-scale dry run, newton-qmc and
+  adam-mc iterations at d = 3072 (time per iteration and per point, peak memory, the independent check),
+  peak memory against the number of points, and the float32 argmax against float64, centred or not.
 """
 from __future__ import annotations
 
@@ -297,8 +299,10 @@ def _seconds_to_l1(rows: list[dict], solver: str, d: int, l1: float) -> float | 
 # ------------------------------------------------------------------------------------------ scale
 def scale_benchmark(suite: str = "quick", device: str = "cpu", progress: bool = False) -> list[dict]:
     """Seconds of one solver pass (cell counts of ``samples`` source points) vs N at d = 64, which is
-    linear in N; and a CIFAR-scale dry run (N = 1e5 random targets, d = 3072 in the full suite; 1e4 in the
-    quick one) with its peak resident memory (goal: within 4 GB)."""
+    linear in N; a CIFAR-scale dry run (N = 1e5 random targets, d = 3072 in the full suite; 1e4 in the
+    quick one) with its peak resident memory (goal: within 4 GB); the float32 argmax against float64
+    (:func:`float32_argmax_rows`); and in the full suite newton-qmc and adam-mc iterations at d = 3072
+    (:func:`d3072_solver_rows`) and their memory against the number of points (:func:`points_memory_rows`)."""
     _check_suite(suite)
     device = torch.device(device)
     quick = suite == "quick"
@@ -326,6 +330,158 @@ def scale_benchmark(suite: str = "quick", device: str = "cpu", progress: bool = 
                  "seconds_per_sample": seconds / samples, "peak_extra_mb": peak,
                  "targets_mb": n * d * 4 / 2**20, "threads": torch.get_num_threads(),
                  "adam_mc_iteration_seconds_estimate": seconds / samples * 10 * n})
+    del problem
+    rows += float32_argmax_rows(suite, device)
+    if not quick:  # minutes per row at d = 3072: benchmarks/ot_scale.py --suite full, not the quick report
+        rows += d3072_solver_rows(suite, device, progress)
+        rows += points_memory_rows(suite, device)
+    return rows
+
+
+D_CIFAR = 3072
+
+
+def _cifar_targets(n: int, kind: str, seed: int = 3) -> torch.Tensor:
+    """N targets in d = 3072: ``random`` standard Gaussian, or ``clustered``: 10 centres (standard Gaussian)
+    with members at std 0.05 around them (data latents at a small sigma_star look like this)."""
+    g = torch.Generator().manual_seed(seed)
+    if kind == "random":
+        return torch.randn(n, D_CIFAR, generator=g)
+    centres = torch.randn(10, D_CIFAR, generator=g)
+    return centres[torch.arange(n) % 10] + 0.05 * torch.randn(n, D_CIFAR, generator=g)
+
+
+def _solver_run(name: str, problem: Problem, options: dict, iterations: int) -> tuple[list[dict], torch.Tensor]:
+    """``iterations`` iterations of a solver; one record (seconds, points, temperature) per iteration."""
+    records, clock = [], {"start": time.perf_counter()}
+    out = {}
+
+    def on_iteration(state: dict, log) -> bool:
+        now = time.perf_counter()
+        records.append({"seconds": now - clock["start"], "points": log.samples, "tau": getattr(log, "tau", 0.0)})
+        clock["start"] = now
+        out["h"] = state["solution"]
+        return len(records) >= iterations
+
+    SOLVERS[name].solve(problem, solver_options(name, options), None, on_iteration)
+    return records, out["h"]
+
+
+def d3072_solver_rows(suite: str, device, progress: bool = False) -> list[dict]:
+    """newton-qmc and adam-mc at d = 3072 (CIFAR-10's dimension), random and clustered targets: a few
+    iterations each, on stage samples of ``points`` source points (newton-qmc: first stage, Hessian and
+    Jacobian samples; adam-mc: its per-iteration sample), with the peak extra resident memory of the run,
+    the seconds per iteration and per source point, and the independent check of the h reached (l1 error
+    and its noise floor; after so few iterations on so few points this is the accuracy *reached*, not a
+    converged fit). ``*_default_iteration_seconds`` extrapolate linearly in the points (a pass is a GEMM of
+    points x N x d): a newton-qmc pass over its default final stage (256 N points), an adam-mc iteration at
+    its default 10 N points. N = 2000, 10 000, 50 000 (the quick suite, used by tests only: 2000)."""
+    from ..ot.check import sampled_check
+
+    quick = suite == "quick"
+    sizes = (2000,) if quick else (2000, 10_000, 50_000)
+    iterations, points = (2, 8192) if quick else (3, 8192)
+    check_points = 2**14 if quick else 2**16
+    plans = [(n, kind, solver) for n in sizes for kind in ("random", "clustered") for solver in ("newton-qmc", "adam-mc")]
+    rows = []
+    for n, kind, solver in tqdm(plans, disable=not progress, desc="d=3072", leave=False):
+        targets = _cifar_targets(n, kind).to(device)
+        weights = torch.full((n,), 1 / n, dtype=torch.float64, device=device)
+        problem = Problem(GaussianSource(D_CIFAR), targets, weights, 0)
+        if solver == "newton-qmc":  # one warm-up pass, then hard passes (Jacobian, refill) on `points` points
+            options = {"first_samples": points, "n_samples": 4 * points, "hessian_samples": points,
+                       "jacobian_samples": points, "first_smoothing": 0.25, "warmup_iter": 1,
+                       "max_iter": iterations}
+        else:
+            options = {"n_samples": points, "max_iter": iterations}
+        result = {}
+        peak = _peak_rss_increase_mb(lambda: result.update(zip(("records", "h"),
+                                                               _solver_run(solver, problem, options, iterations))))
+        records = result["records"]
+        per_iteration = float(np.mean([r["seconds"] for r in records]))
+        per_point = float(np.mean([r["seconds"] / r["points"] for r in records]))
+        check = sampled_check(problem, result["h"], 0.01, check_points)
+        rows.append({"kind": "d3072-solver", "N": n, "d": D_CIFAR, "targets": kind, "solver": solver,
+                     "iterations": len(records), "points_per_iteration": int(np.mean([r["points"] for r in records])),
+                     "seconds_per_iteration": per_iteration,
+                     "seconds_per_entropic_iteration": _mean([r["seconds"] for r in records if r["tau"] > 0]),
+                     "seconds_per_hard_iteration": _mean([r["seconds"] for r in records if r["tau"] == 0]),
+                     "seconds_per_point": per_point, "peak_extra_mb": peak, "targets_mb": n * D_CIFAR * 4 / 2**20,
+                     "check_l1_mass_error": check.l1_mass_error, "check_noise_floor": check.noise_floor,
+                     "check_samples": check.n_samples,
+                     "default_iteration_points": 256 * n if solver == "newton-qmc" else 10 * n,
+                     "default_iteration_seconds": per_point * (256 * n if solver == "newton-qmc" else 10 * n),
+                     "threads": torch.get_num_threads(), "device": str(device)})
+        del problem, targets
+    return rows
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else math.nan
+
+
+def points_memory_rows(suite: str, device) -> list[dict]:
+    """Peak extra memory of newton-qmc passes against the number of source points (N = 2000 random
+    targets in d = 3072, samples streamed: ``cache_bytes=0``): flat in the points."""
+    n = 2000
+    counts = (8192, 16384) if suite == "quick" else (8192, 32768, 131072)
+    rows = []
+    for points in counts:
+        problem = Problem(GaussianSource(D_CIFAR), _cifar_targets(n, "random").to(device),
+                          torch.full((n,), 1 / n, dtype=torch.float64, device=device), 0)
+        problem.scoring  # built before the measurement: part of the targets' memory, not of the points'
+        options = {"first_samples": points, "n_samples": points, "hessian_samples": points, "jacobian_samples": points,
+                   "first_smoothing": 0.25, "warmup_iter": 1, "max_iter": 2, "cache_bytes": 0}
+        result = {}
+        peak = _peak_rss_increase_mb(lambda: result.update(records=_solver_run("newton-qmc", problem, options, 2)[0]))
+        rows.append({"kind": "memory-vs-points", "N": n, "d": D_CIFAR, "solver": "newton-qmc", "points": points,
+                     "iterations": len(result["records"]), "peak_extra_mb": peak,
+                     "seconds": float(sum(r["seconds"] for r in result["records"])),
+                     "threads": torch.get_num_threads(), "device": str(device)})
+    return rows
+
+
+def float32_argmax_rows(suite: str, device) -> list[dict]:
+    """How often the float32 argmax of ``<x, y_i> + h_i`` differs from the float64 one, scored as given
+    (``kernel.assign``) or centred (``Problem.assign``), for image-like targets in [0, 1]^3072 (10 cluster
+    centres uniform in [0, 1], members at std 0.01, clipped; common mean ~0.5) under the uniform source on
+    [0, 1] (the reference code's; inner products ~ d / 4) and the standard Gaussian, at the moment-matched
+    h (where newton-qmc starts) on M source points; also the median absolute float32 error of the winning
+    score."""
+    from ..ot.problem import initial_h
+    from ..ot.sources import UniformSource
+
+    n, m = 2000, 4096 if suite == "quick" else 32768
+    g = torch.Generator().manual_seed(5)
+    centres = torch.rand(10, D_CIFAR, generator=g)
+    y = (centres[torch.arange(n) % 10] + 0.01 * torch.randn(n, D_CIFAR, generator=g)).clamp_(0, 1).to(device)
+    weights = torch.full((n,), 1 / n, dtype=torch.float64, device=device)
+    rows = []
+    for source in (UniformSource(D_CIFAR, 0.0, 1.0), GaussianSource(D_CIFAR)):
+        problem = Problem(source, y, weights, 0)
+        h = initial_h(problem, "moment-matched")
+        x = problem.sample(m, (EVALUATION_KEY, 9)).head(m)
+        y64, x64 = y.double(), x.double()
+        exact_index, exact_best = [], []
+        for start in range(0, m, 1024):
+            scores = x64[start:start + 1024] @ y64.T + h
+            best = scores.max(dim=1)
+            exact_index.append(best.indices)
+            exact_best.append(best.values)
+        exact_index, exact_best = torch.cat(exact_index), torch.cat(exact_best)
+        plain = kernel.assign(x, y, h)
+        centred = problem.assign(x, h)
+        for name, index in (("as given", plain), ("centred", centred)):
+            rows.append({"kind": "float32-argmax", "N": n, "d": D_CIFAR, "M": m, "source": source.kind,
+                         "scores": name, "disagreement": float((index != exact_index).double().mean()),
+                         "mean_abs_inner_product": float((x64[:1024] @ y64.T).abs().mean()),
+                         "device": str(device)})
+        best32 = (x[:1024] @ y.T + h.float()).amax(1).double()
+        rows[-2]["median_abs_score_error"] = float((best32 - exact_best[:1024]).abs().median())
+        scoring = problem.scoring
+        best_c = ((scoring.points(x[:1024]) @ scoring.targets[:n].T + scoring.scores_h(h)).amax(1).double()
+                  + scoring.row_constant(x[:1024]))
+        rows[-1]["median_abs_score_error"] = float((best_c - exact_best[:1024]).abs().median())
     return rows
 
 

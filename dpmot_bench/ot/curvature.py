@@ -72,9 +72,12 @@ class HessianSum:
         self.matrix: torch.Tensor | None = None
 
     def add(self, p: torch.Tensor, index: torch.Tensor | None) -> None:
-        """Add softmax rows: p (m, N) over all targets (``index`` None; dense only), or p (m, k) over the
-        targets ``index`` (m, k)."""
+        """Add softmax rows: p (m, N) over all targets (``index`` None; dense only; p is overwritten), or
+        p (m, k) over the targets ``index`` (m, k)."""
         if index is None:
+            # Softmax entries below float32's smallest normal number are subnormal, and a GEMM over them runs
+            # ~20x slower on CPUs; their terms in H are below 1e-38, so they are dropped.
+            p.masked_fill_(p < torch.finfo(p.dtype).tiny, 0)
             matrix = self.sum.flat.view(self.n, self.n)
             matrix.sub_((p.T @ p).double()).diagonal().add_(p.sum(0, dtype=torch.float64))
             return

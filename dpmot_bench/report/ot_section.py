@@ -168,6 +168,14 @@ def _scale_markdown(scale: pd.DataFrame) -> str:
                  f"{'not measurable here' if pd.isna(peak) else f'{peak:.0f} MB'} (goal: within 4 GB); one adam-mc "
                  f"iteration (10 N points) would take about {row['adam_mc_iteration_seconds_estimate']:.0f} s on "
                  "this machine.\n")
+    argmax = scale[scale["kind"] == "float32-argmax"] if "kind" in scale else scale.iloc[:0]
+    if not argmax.empty:
+        row = argmax.iloc[0]
+        text += (f"\nFloat32 assignments at d = {int(row['d'])} (N = {int(row['N'])} image-like targets in [0, 1], "
+                 f"{int(row['M'])} source points, the moment-matched h): the fraction of points whose float32 argmax "
+                 "differs from the float64 one, with the scores as given and centred (what the solvers use):\n\n")
+        text += markdown_table(argmax[["source", "scores", "mean_abs_inner_product", "median_abs_score_error",
+                                       "disagreement"]])
     return text + "\n"
 
 
