@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 from scipy import spatial, stats
 
 from dpmot_bench.errors import InputError
@@ -171,3 +171,25 @@ def test_source_meta_round_trip(source):
 def test_bad_sources_are_input_errors(make):
     with pytest.raises(InputError):
         make()
+
+
+@settings(max_examples=30, deadline=None)
+@given(rows=st.integers(1, 40), n=st.sampled_from([1, 2, 63, 64, 128, 192, 1000, 1024]), ties=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_best_and_gap_is_topk_two(rows, n, ties, seed):
+    """The blocked winner-and-margin equals torch.topk(2) (the winner: the lowest index among ties, as
+    argmax), on padded (-inf) rows and with exact ties, and leaves the scores unchanged."""
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randn(rows, n, generator=g)
+    if ties and n > 1:
+        scores[:, n // 2] = scores.amax(dim=1)
+    scores[:, n - n % 7:] = -math.inf if n > 7 else scores[:, n - n % 7:]
+    before = scores.clone()
+    index, gap = kernel.best_and_gap(scores)
+    assert torch.equal(scores, before)
+    assert torch.equal(index, scores.argmax(dim=1))
+    if n == 1:
+        assert bool(torch.isinf(gap).all())
+        return
+    top = scores.topk(2, dim=1).values
+    assert torch.equal(gap, top[:, 0] - top[:, 1])

@@ -15,7 +15,7 @@ from dpmot_bench.errors import InputError
 from dpmot_bench.ot import GaussianSource, SemiDiscreteOT, UniformSource, sampling, solve_semidiscrete, solver_options
 from dpmot_bench.ot import check as checks
 from dpmot_bench.ot import curvature
-from dpmot_bench.ot.problem import Head, Problem
+from dpmot_bench.ot.problem import Head, HeldSample, Problem, hard_masses, sample_masses
 from dpmot_bench.ot.solvers import SOLVER_NAMES
 
 EPS32 = float(torch.finfo(torch.float32).eps)
@@ -55,6 +55,70 @@ def test_held_and_streamed_samples_give_the_same_h():
     held = solve_semidiscrete(source, y, method="newton-qmc", n_samples=2**12, check_samples=2**12)
     streamed = solve_semidiscrete(source, y, method="newton-qmc", n_samples=2**12, check_samples=2**12, cache_bytes=0)
     assert torch.equal(held.h, streamed.h)
+
+
+@settings(max_examples=8, deadline=None)
+@given(n=st.integers(1, 150), d=st.sampled_from([2, 5, 16, 64]), scale=st.sampled_from([1e-4, 1e-2, 0.3, 3.0]),
+       ties=st.booleans(), seed=st.integers(0, 2**16))
+def test_kept_winners_give_the_counts_of_a_full_pass(n, d, scale, ties, seed):
+    """``Winners``: hard counts at h from the winners kept at a reference equal a full pass at h, for moves
+    of every size (small ones reuse most points, large ones rebuild), with duplicated targets (exact ties)
+    and a resumed run's rebuild at the reference; the winners move to every h they count."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randn(n, d, generator=g)
+    if ties and n > 1:
+        y[n // 2] = y[0]
+    problem = Problem(GaussianSource(d), y, torch.full((n,), 1 / n, dtype=torch.float64))
+    sample = problem.sample(3000, (9,), quasi=True)
+    held = HeldSample(sample, list(sample.blocks()))
+    h = torch.randn(n, generator=g, dtype=torch.float64)
+    masses, winners = hard_masses(problem, held, h, None, None)
+    assert torch.equal(masses, sample_masses(problem, held, h))
+    for _ in range(3):
+        h_next = h + scale * torch.randn(n, generator=g, dtype=torch.float64)
+        reference = winners.reference
+        masses, winners = hard_masses(problem, held, h_next, winners, reference)
+        assert torch.equal(masses, sample_masses(problem, held, h_next))
+        assert torch.equal(winners.reference, h_next)
+        resumed, _ = hard_masses(problem, held, h_next, None, reference)
+        assert torch.equal(resumed, masses)
+
+
+def test_a_larger_stage_keeps_the_full_blocks_of_the_smaller_one(monkeypatch):
+    """Nested stages: the winners of a smaller sample of the same stream serve its full blocks in a larger
+    one (the rest is scored), and the counts equal a full pass; another stream's winners are not used."""
+    monkeypatch.setattr(sampling, "BLOCK_ROWS", 1000)
+    g = torch.Generator().manual_seed(4)
+    problem = Problem(GaussianSource(6), torch.randn(50, 6, generator=g), torch.full((50,), 1 / 50, dtype=torch.float64))
+    h = 0.1 * torch.randn(50, generator=g, dtype=torch.float64)
+    small, large = (HeldSample(s, list(s.blocks())) for s in (problem.sample(2500, (9,), True), problem.sample(6000, (9,), True)))
+    _, winners = hard_masses(problem, small, h, None, None)
+    h_next = h + 1e-3 * torch.randn(50, generator=g, dtype=torch.float64)
+    masses, grown = hard_masses(problem, large, h_next, winners, winners.reference)
+    assert torch.equal(masses, sample_masses(problem, large, h_next))
+    assert all(grown.blocks[i][0] is winners.blocks[i][0] for i in (0, 1)) and grown.blocks[2][0] is not winners.blocks[2][0]
+    other = HeldSample(problem.sample(6000, (8,), True), None)
+    other = HeldSample(other.sample, list(other.sample.blocks()))
+    masses, fresh = hard_masses(problem, other, h_next, winners, winners.reference)
+    assert torch.equal(masses, sample_masses(problem, other, h_next))
+    assert all(fresh.blocks[i][0] is not winners.blocks[i][0] for i in (0, 1))
+
+
+def test_kept_winners_score_again_only_points_near_a_facet():
+    """A move of the weights by at most r changes no winner whose gap exceeds 2 r: after a small move
+    most points are not scored again, and the counts still equal a full pass."""
+    problem = Problem(GaussianSource(16), torch.randn(200, 16, generator=torch.Generator().manual_seed(1)),
+                      torch.full((200,), 1 / 200, dtype=torch.float64))
+    sample = problem.sample(2**14, (9,), quasi=True)
+    held = HeldSample(sample, list(sample.blocks()))
+    h = torch.zeros(200, dtype=torch.float64)
+    _, winners = hard_masses(problem, held, h, None, None)
+    h_next = h + 1e-3 * torch.randn(200, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    masses, again = hard_masses(problem, held, h_next, winners, winners.reference)
+    assert again is winners  # reused, not rebuilt
+    unsure = sum(int((slack <= 2e-3 * 2).sum()) for _, slack in winners.blocks.values())
+    assert unsure < 0.05 * sample.n
+    assert torch.equal(masses, sample_masses(problem, held, h_next))
 
 
 def test_streamed_curvature_equals_the_one_on_the_whole_tensor(monkeypatch):

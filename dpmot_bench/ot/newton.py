@@ -35,7 +35,9 @@ from ..errors import InputError
 from ..options import check_fields, option
 from .check import FLOOR_FRACTION, check_budget, noise_floor, sampled_check
 from .curvature import HessianSum, facet_jacobian, median_gap, newton_direction, refill_empty
-from .problem import INITS, NEWTON_KEY, Head, HeldSample, Problem, initial_h, mass_errors, sample_masses
+from . import sampling
+from .problem import (INITS, NEWTON_KEY, Head, HeldSample, Problem, Winners, hard_masses, initial_h, mass_errors,
+                      sample_masses)
 
 
 @dataclass(frozen=True)
@@ -130,44 +132,74 @@ def initial_state(problem: Problem, options: NewtonQMCOptions) -> dict:
     h = initial_h(problem, options.init)
     return {"iteration": 0, "stage": 0, "stage_start": 0, "h": h, "solution": h, "tau": None, "g": None,
             "step": None, "halving": 0, "scale": 1.0, "refilled": -1, "done": False, "samples_used": 0,
-            "extra_stages": 0, "checks": 0, "check": None}
+            "extra_stages": 0, "checks": 0, "check": None, "reference": None}
 
 
 class StageSamples:
     """The points the passes integrate over, drawn on first use and never part of the state (a resumed
-    run redraws them from seed and key): the stage's sample (key ``(NEWTON_KEY, n)``) and one fixed set for
+    run redraws them from seed and key): the stages' samples, the first rows of one stream (key
+    ``(NEWTON_KEY, 1)``: a stage's sample repeats the previous one's and adds to it), and one fixed set for
     every hard Jacobian and refill (key ``(NEWTON_KEY, 0)``, ``jacobian_samples`` points), each held in
-    memory when it fits in what ``cache_bytes`` leaves (float32 points; first come, first held), else
-    streamed: redrawn block by block at each pass."""
+    memory when it fits in what ``cache_bytes`` leaves (float32 points and, for a stage, the kept winners
+    of ``problem.Winners``; first come, first held), else streamed: redrawn block by block at each pass.
+    A held stage keeps the previous stage's full blocks (points and winners) instead of redrawing and
+    rescoring them."""
+
+    STAGE_KEY = (NEWTON_KEY, 1)
 
     def __init__(self, problem: Problem, options: NewtonQMCOptions):
         self.problem, self.options = problem, options
         self.dense = problem.targets.shape[0] <= options.dense_limit
         self.held: HeldSample | None = None
+        self.winners: Winners | None = None
         self.jacobian_points: Head | None = None
 
-    def _bytes(self, n: int) -> int:
-        return n * self.problem.source.dim * 4
+    def _bytes(self, n: int, stage: bool) -> int:
+        return n * (self.problem.source.dim * 4 + (Winners.BYTES_PER_POINT if stage else 0))
 
-    def _fits(self, n: int, other) -> bool:
-        held = 0 if other is None or (other.cached if isinstance(other, HeldSample) else other.whole) is None \
-            else self._bytes(other.n if isinstance(other, HeldSample) else other.sample.n)
-        return self._bytes(n) + held <= self.options.cache_bytes
+    def _fits(self, n: int, stage: bool, other) -> bool:
+        if other is None or (other.cached if isinstance(other, HeldSample) else other.whole) is None:
+            held = 0
+        else:
+            held = self._bytes(other.n, True) if isinstance(other, HeldSample) else self._bytes(other.sample.n, False)
+        return self._bytes(n, stage) + held <= self.options.cache_bytes
 
     def stage(self, n: int) -> HeldSample:
         if self.held is None or self.held.n != n:
-            self.held = None  # the previous stage's points go before the next are drawn
-            sample = self.problem.sample(n, (NEWTON_KEY, n), self.options.quasi)
-            self.held = HeldSample(sample, list(sample.blocks()) if self._fits(n, self.jacobian_points) else None)
+            previous, self.held = self.held, None
+            sample = self.problem.sample(n, self.STAGE_KEY, self.options.quasi)
+            cached = None
+            if self._fits(n, True, self.jacobian_points):
+                kept = {}
+                if previous is not None and previous.cached is not None:
+                    kept = {index: block for index, block in zip(previous.sample.own_blocks(), previous.cached)
+                            if block.shape[0] == sampling.BLOCK_ROWS}
+                own = sample.own_blocks()
+                missing = [index for index in own if index not in kept]  # the blocks after the kept ones
+                drawn = dict(zip(missing, sample.blocks(range(missing[0], sample.n_blocks, own.step)))) if missing else {}
+                cached = [kept[index] if index in kept else drawn[index] for index in own]
+            else:
+                self.winners = None
+            self.held = HeldSample(sample, cached)
         return self.held
 
     def jacobian(self) -> Head:
         if self.jacobian_points is None:
             m = int(self.options.jacobian_samples or 64 * self.problem.targets.shape[0])
             sample = self.problem.sample(m, (NEWTON_KEY, 0), self.options.quasi)
-            whole = list(sample.blocks(range(sample.n_blocks))) if self._fits(m, self.held) else None
+            whole = list(sample.blocks(range(sample.n_blocks))) if self._fits(m, False, self.held) else None
             self.jacobian_points = Head(sample, m, whole)
         return self.jacobian_points
+
+    def hard_masses(self, h: torch.Tensor, state: dict) -> torch.Tensor:
+        """The hard masses at h on the stage's sample: from the kept winners (``problem.Winners``, at
+        ``state["reference"]``, which this updates) when the sample is held, else a full streamed pass."""
+        if self.held.cached is None:
+            self.winners, state["reference"] = None, None
+            return sample_masses(self.problem, self.held, h)
+        masses, self.winners = hard_masses(self.problem, self.held, h, self.winners, state.get("reference"))
+        state["reference"] = self.winners.reference
+        return masses
 
 
 def stage_over(state: dict, level: tuple[int, float], last: bool, n_targets: int, options: NewtonQMCOptions) -> bool:
@@ -242,7 +274,7 @@ def newton_iteration(problem: Problem, options: NewtonQMCOptions, state: dict, l
     tau = 0.0 if hard else state["tau"]
     h_try, a = trial_point(state)
     if hard:
-        masses, energy = sample_masses(problem, held, h_try), None
+        masses, energy = samples.hard_masses(h_try, state), None
     else:
         masses, potential = sample_masses(problem, held, h_try, tau, None if samples.dense else options.topk,
                                           with_potential=True)

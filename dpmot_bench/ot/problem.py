@@ -19,6 +19,7 @@ disagreement with float64 both ways). The user's targets stay in ``Problem.targe
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from typing import Iterator
@@ -27,7 +28,7 @@ import torch
 
 from ..errors import unknown_name
 from .distributed import all_reduce_sum_, rank_and_world
-from .kernel import ARGMAX_BLOCK, argmax_rows, chunk_rows, score_chunks, softmax_
+from .kernel import ARGMAX_BLOCK, argmax_rows, best_and_gap, chunk_rows, score_chunks, softmax_
 from .sampling import SourceSample
 from .sources import Source
 
@@ -213,6 +214,111 @@ def sample_masses(problem: Problem, sample, h: torch.Tensor, tau: float = 0.0, k
             total[-1] += scoring.row_constant(block).sum()
     total = all_reduce_sum_(total) / sample.n
     return (total[:-1], float(total[-1])) if with_potential else total[:-1]
+
+
+EPS32 = float(torch.finfo(torch.float32).eps)
+
+
+class Winners:
+    """The winner of every point of a held sample at a reference ``h`` and a lower bound on how safely it
+    wins, so that a hard pass at a nearby h scores again only the points whose winner can change: the later
+    passes of a Newton stage (and their step halvings) then cost a fraction of a pass, and so does the part
+    of a larger stage's sample that repeats a smaller one (no library offers this reuse; the tests compare
+    it with full passes).
+
+    With b a point's best target and g its score gap to the runner-up at ``reference``, moving the weights
+    to h changes every score difference ``s_b - s_j`` by ``delta_b - delta_j >= delta_b - max(delta)``,
+    ``delta = h - reference``: b still wins while the slack ``g - 2e`` exceeds ``max(delta) - delta_b``,
+    with ``e = (d + 2) eps32 (|x| max_j |y_j| + max_j |h_j|)`` bounding the float32 rounding of one centred
+    score (a d-term dot product, then one addition). Those points keep b and their slack shrinks by that
+    much (:meth:`move_to`); the others are scored again. The counts are therefore a full pass's, except
+    where a point's exact scores at h tie within float32 rounding: such points are always scored again
+    (their slack is negative), so the counts do not depend on the winners' history, and a resumed run,
+    which rebuilds them at the saved reference, gets the same. Memory: 12 bytes per point."""
+
+    #: Above this fraction of points to score again, a full pass (which also renews the reference) is cheaper.
+    REUSE_FRACTION = 0.25
+    BYTES_PER_POINT = 12  # int64 winner, float32 slack
+
+    def __init__(self, problem: Problem, sample: SourceSample, reference: torch.Tensor, blocks: dict):
+        self.problem, self.sample, self.reference = problem, sample, reference
+        self.blocks = blocks  # sample block index -> (winner, slack) of its rows, this process's blocks
+        scoring = problem.scoring
+        width = scoring.targets.shape[0]
+        counts = torch.zeros(width, dtype=torch.float64, device=problem.device)
+        for best, _ in blocks.values():
+            counts += torch.bincount(best, minlength=width)
+        self.counts = all_reduce_sum_(counts[:scoring.n].clone())
+
+    @staticmethod
+    def _score(problem: Problem, block: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Winners and slacks ``g - 2e`` of the rows of one block at h (e bounds with ``max |h|``, see above)."""
+        scoring = problem.scoring
+        width, dim = scoring.targets.shape
+        best = torch.empty(block.shape[0], dtype=torch.int64, device=problem.device)
+        gap = torch.empty(block.shape[0], dtype=torch.float32, device=problem.device)
+        for start, scores in scoring.chunks(block, h, hard=True):
+            gap[start:start + scores.shape[0]] = best_and_gap(scores, out=best[start:start + scores.shape[0]])[1]
+        y_max = float(scoring.targets[:scoring.n].norm(dim=1).max())
+        rounding = 2 * (dim + 2) * EPS32 * (1 + 1e-3)
+        h_max = float(scoring.scores_h(h).abs().max())
+        return best, gap.sub_(scoring.points(block).norm(dim=1).mul_(y_max).add_(h_max).mul_(rounding))
+
+    @classmethod
+    def build(cls, problem: Problem, held: "HeldSample", h: torch.Tensor, kept: "Winners | None" = None) -> "Winners":
+        """A full hard pass at h that keeps every point's winner and slack; with ``kept`` (winners at h on a
+        smaller sample of the same stream), only the blocks it does not hold in full are scored."""
+        same_stream = kept is not None and dataclasses.replace(kept.sample, n=held.n) == held.sample
+        reuse = kept.blocks if same_stream and torch.equal(kept.reference, h) else {}
+        blocks = {}
+        for index, block in zip(held.sample.own_blocks(), held.blocks()):
+            known = reuse.get(index)
+            blocks[index] = known if known is not None and known[0].shape[0] == block.shape[0] \
+                else cls._score(problem, block, h)
+        return cls(problem, held.sample, h.clone(), blocks)
+
+    def move_to(self, held: "HeldSample", h: torch.Tensor) -> bool:
+        """Move the reference to h: score again only the points whose winner may have changed, lower every
+        other slack by what the move could cost it, and update the counts; False (nothing changed) when
+        more than ``REUSE_FRACTION`` of the points would have to be scored."""
+        scoring = self.problem.scoring
+        delta = (h.double() - self.reference).float()
+        # s_b - s_j moves by delta_b - delta_j >= delta_b - max delta; the float32 h adds its rounding.
+        ceiling = float(delta.max()) + 2 * EPS32 * float(scoring.scores_h(h).abs().max())
+        costs = {index: delta[best].neg_().add_(ceiling) for index, (best, _) in self.blocks.items()}
+        unsure = {index: slack <= costs[index] for index, (_, slack) in self.blocks.items()}
+        count = torch.tensor([float(sum(int(u.sum()) for u in unsure.values()))], dtype=torch.float64,
+                             device=self.problem.device)
+        if float(all_reduce_sum_(count)) > self.REUSE_FRACTION * held.n:
+            return False
+        width = scoring.targets.shape[0]
+        change = torch.zeros(width, dtype=torch.float64, device=self.problem.device)
+        for index, block in zip(held.sample.own_blocks(), held.blocks()):
+            best, slack = self.blocks[index]
+            slack.sub_(costs[index])
+            rows = unsure[index].nonzero().squeeze(1)
+            if rows.numel() == 0:
+                continue
+            change -= torch.bincount(best[rows], minlength=width)
+            best[rows], slack[rows] = self._score(self.problem, block[rows], h)
+            change += torch.bincount(best[rows], minlength=width)
+        self.counts += all_reduce_sum_(change[:scoring.n].clone())
+        self.reference = h.clone()
+        return True
+
+
+def hard_masses(problem: Problem, held: "HeldSample", h: torch.Tensor, winners: Winners | None,
+                reference: torch.Tensor | None) -> tuple[torch.Tensor, Winners]:
+    """The hard masses at h on a held sample, from ``winners`` kept at ``reference`` (completed there for
+    the blocks they lack, or rebuilt there after a resume), and the winners moved to h (or rebuilt at h
+    when too many points had to be scored again). The masses are a full pass's (see :class:`Winners`),
+    whatever the winners' history: a resumed run gets the same."""
+    if reference is not None and (winners is None or winners.sample != held.sample
+                                  or not torch.equal(winners.reference, reference)):
+        winners = Winners.build(problem, held, reference, winners)
+    if winners is None or not winners.move_to(held, h):
+        winners = Winners.build(problem, held, h)
+    return winners.counts / held.n, winners
 
 
 def mass_errors(masses: torch.Tensor, weights: torch.Tensor) -> dict:

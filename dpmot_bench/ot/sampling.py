@@ -42,11 +42,15 @@ class SourceSample:
     def _rows(self, block: int) -> int:
         return min(BLOCK_ROWS, self.n - block * BLOCK_ROWS)
 
+    def own_blocks(self) -> range:
+        """The indices of the blocks this process owns: ``rank, rank + world, ...``."""
+        rank, world = rank_and_world()
+        return range(rank, self.n_blocks, world)
+
     def blocks(self, indices: range | None = None) -> Iterator[torch.Tensor]:
-        """The blocks ``indices`` (default: those this process owns, ``rank, rank + world, ...``)."""
+        """The blocks ``indices`` (default: those this process owns, :meth:`own_blocks`)."""
         if indices is None:
-            rank, world = rank_and_world()
-            indices = range(rank, self.n_blocks, world)
+            indices = self.own_blocks()
         if self.quasi:
             yield from self._sobol_blocks(indices)
             return
