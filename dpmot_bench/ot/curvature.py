@@ -6,6 +6,8 @@ The semi-dual energy ``E(h) = int max_i (<x, y_i> + h_i) dmu(x) - sum_i nu_i h_i
 """
 from __future__ import annotations
 
+import itertools
+
 import torch
 
 from .distributed import all_reduce_sum_
@@ -183,9 +185,10 @@ FACET_BYTES = 32 * 2**20  # float64 target differences per chunk in facet_chunks
 REFILL_BYTES = 64 * 2**20  # float64 rows of empty cells' targets per pass in refill_empty
 
 
-def facet_chunks(problem: Problem, x, h: torch.Tensor, k: int = 4):
-    """For the points of x (a tensor or a Head, streamed), chunk by chunk: each point's power cell and its
-    distances to the facets it shares with its ``k - 1`` next-best cells.
+def facet_chunks(problem: Problem, x, h: torch.Tensor, k: int = 4, skip: int = 0, limit: int | None = None):
+    """For the points of x (a tensor or a Head, streamed; the ``limit`` points after the first ``skip``),
+    chunk by chunk: each point's power cell and its distances to the facets it shares with its ``k - 1``
+    next-best cells.
 
     Yields ``best`` (m,), ``others`` (m, k - 1), ``t = (s_best - s_j) / distance``, the distance in source
     space from the point to the bisector of cells best and j, and ``distance`` = |y_best - y_j|. The
@@ -198,6 +201,15 @@ def facet_chunks(problem: Problem, x, h: torch.Tensor, k: int = 4):
     h64 = h.double()
     rows = max(64, min(chunk_rows(n_targets), FACET_BYTES // (8 * k * dim)))
     for block in point_blocks(x)[1]:
+        if skip >= block.shape[0]:
+            skip -= block.shape[0]
+            continue
+        block, skip = block[skip:], 0
+        if limit is not None:
+            if limit <= 0:
+                return
+            block = block[:limit]
+            limit -= block.shape[0]
         for start, scores in problem.scoring.chunks(block, h, rows=rows):
             index = scores.topk(k, dim=1).indices
             best, others = index[:, 0], index[:, 1:]
@@ -214,17 +226,12 @@ def facet_distances(problem: Problem, x, h: torch.Tensor, k: int = 4):
     return tuple(torch.cat(column) for column in zip(*facet_chunks(problem, x, h, k)))
 
 
-def facet_band(problem: Problem, x, h: torch.Tensor, band_quantile: float) -> float:
+def facet_band(problem: Problem, x, h: torch.Tensor, band_quantile: float, head: list | None = None) -> float:
     """The ``band_quantile`` quantile of the distance to the nearest facet, over the first
-    ``QUANTILE_POINTS`` points of x (a bounded subsample: one distance per point)."""
-    nearest, left = [], QUANTILE_POINTS
-    for block in point_blocks(x)[1]:
-        block = block[:left]
-        nearest += [t.amin(dim=1) for _, _, t, _ in facet_chunks(problem, block, h)]
-        left -= block.shape[0]
-        if left <= 0:
-            break
-    nearest = torch.cat(nearest)
+    ``QUANTILE_POINTS`` points of x (a bounded subsample: one distance per point); ``head``: their
+    :func:`facet_chunks`, when already at hand."""
+    head = facet_chunks(problem, x, h, limit=QUANTILE_POINTS) if head is None else head
+    nearest = torch.cat([t.amin(dim=1) for _, _, t, _ in head])
     return float(nearest.kthvalue(max(1, int(band_quantile * nearest.numel()))).values)
 
 
@@ -242,16 +249,17 @@ def facet_jacobian(problem: Problem, x, h: torch.Tensor, band_quantile: float,
     of the points' distances to their nearest facet (:func:`facet_band`, on a bounded subsample): one
     width in source space for every facet, whereas a temperature on the scores (the entropic Hessian) is a
     width ``tau / |y_i - y_j|``, far too thin between distant targets where others are close (tight
-    clusters). Two streaming passes (the band, then the sum, a :class:`PairSum`): dense when ``dense``,
-    else sparse COO.
+    clusters). Two streaming passes (the band, then the sum, a :class:`PairSum`; the band's
+    ``QUANTILE_POINTS`` points are scored once, for both): dense when ``dense``, else sparse COO.
     """
     n_targets = problem.targets.shape[0]
     n = point_blocks(x)[0]
-    band = facet_band(problem, x, h, band_quantile)
+    head = list(facet_chunks(problem, x, h, limit=QUANTILE_POINTS))  # kept for the sum: scored once
+    band = facet_band(problem, x, h, band_quantile, head)
     if band <= 0:
         return None
     total, any_near = PairSum(n_targets, problem.device, dense), False
-    for best, others, t, distance in facet_chunks(problem, x, h):
+    for best, others, t, distance in itertools.chain(head, facet_chunks(problem, x, h, skip=QUANTILE_POINTS)):
         near = t < band
         if not bool(near.any()):
             continue
