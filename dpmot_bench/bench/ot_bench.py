@@ -367,7 +367,7 @@ def _solver_run(name: str, problem: Problem, options: dict, iterations: int) -> 
     return records, out["h"]
 
 
-def d3072_solver_rows(suite: str, device, progress: bool = False) -> list[dict]:
+def d3072_solver_rows(suite: str, device, progress: bool = False, sizes: tuple[int, ...] | None = None) -> list[dict]:
     """newton-qmc and adam-mc at d = 3072 (CIFAR-10's dimension), random and clustered targets: a few
     iterations each, on stage samples of ``points`` source points (newton-qmc: first stage, Hessian and
     Jacobian samples; adam-mc: its per-iteration sample), with the peak extra resident memory of the run,
@@ -379,7 +379,7 @@ def d3072_solver_rows(suite: str, device, progress: bool = False) -> list[dict]:
     from ..ot.check import sampled_check
 
     quick = suite == "quick"
-    sizes = (2000,) if quick else (2000, 10_000, 50_000)
+    sizes = sizes or ((2000,) if quick else (2000, 10_000, 50_000))
     iterations, points = (2, 8192) if quick else (3, 8192)
     check_points = 2**14 if quick else 2**16
     plans = [(n, kind, solver) for n in sizes for kind in ("random", "clustered") for solver in ("newton-qmc", "adam-mc")]
