@@ -58,6 +58,26 @@ def padded(targets: torch.Tensor, h: torch.Tensor, block: int = ARGMAX_BLOCK) ->
             torch.cat([h.to(targets.dtype), h.new_full((extra,), -math.inf, dtype=targets.dtype)]))
 
 
+def _blockable(scores: torch.Tensor) -> bool:
+    """Whether the blocked scheme of :func:`argmax_rows` applies (CPU, contiguous, N a multiple of
+    ``ARGMAX_BLOCK`` and at least two blocks)."""
+    n = scores.shape[1]
+    return scores.device.type == "cpu" and n % ARGMAX_BLOCK == 0 and n >= 2 * ARGMAX_BLOCK and scores.is_contiguous()
+
+
+def _winning_block(scores: torch.Tensor):
+    """The blocked scheme's parts: the block maxima (rows, N / ARGMAX_BLOCK), the first block holding the row
+    maximum, that block's scores (a copy, rows x ARGMAX_BLOCK) and the first maximum's position in it."""
+    rows, n = scores.shape
+    per_row = n // ARGMAX_BLOCK
+    blocks = scores.view(rows * per_row, ARGMAX_BLOCK)
+    maxima = blocks.amax(dim=1).view(rows, per_row)
+    first = maxima.argmax(dim=1)
+    chosen = torch.arange(0, rows * per_row, per_row, device=scores.device).add_(first)
+    inside = blocks.index_select(0, chosen)
+    return maxima, first, inside, inside.argmax(dim=1)
+
+
 def argmax_rows(scores: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """``scores.argmax(dim=1)``, the lowest index on ties, for a contiguous (rows, N) matrix.
 
@@ -68,14 +88,9 @@ def argmax_rows(scores: torch.Tensor, out: torch.Tensor | None = None) -> torch.
     several times faster than advanced indexing); the first block, then the first position in it, is the
     lowest index among ties. Elsewhere (CUDA, other N) it is ``torch.argmax``.
     """
-    rows, n = scores.shape
-    if scores.device.type != "cpu" or n % ARGMAX_BLOCK or n < 2 * ARGMAX_BLOCK or not scores.is_contiguous():
+    if not _blockable(scores):
         return torch.argmax(scores, dim=1, out=out)
-    per_row = n // ARGMAX_BLOCK
-    blocks = scores.view(rows * per_row, ARGMAX_BLOCK)
-    first = blocks.amax(dim=1).view(rows, per_row).argmax(dim=1)
-    chosen = torch.arange(0, rows * per_row, per_row, device=scores.device).add_(first)
-    within = blocks.index_select(0, chosen).argmax(dim=1)
+    _, first, _, within = _winning_block(scores)
     index = first.mul_(ARGMAX_BLOCK).add_(within)
     return index if out is None else out.copy_(index)
 
@@ -88,18 +103,12 @@ def best_and_gap(scores: torch.Tensor, out: torch.Tensor | None = None) -> tuple
     largest score in the winning block or the largest of another block, and both come from the block
     maxima and the winning block already at hand (``torch.topk(scores, 2)`` costs about 3x more on CPU).
     Elsewhere (CUDA, other N) it is ``argmax`` and ``topk``. ``scores`` is left unchanged."""
-    rows, n = scores.shape
-    if scores.device.type != "cpu" or n % ARGMAX_BLOCK or n < 2 * ARGMAX_BLOCK or not scores.is_contiguous():
+    if not _blockable(scores):
+        n = scores.shape[1]
         top = scores.topk(min(2, n), dim=1).values
         second = top[:, 1] if n > 1 else torch.full_like(top[:, 0], -math.inf)
         return torch.argmax(scores, dim=1, out=out), top[:, 0] - second
-    per_row = n // ARGMAX_BLOCK
-    blocks = scores.view(rows * per_row, ARGMAX_BLOCK)
-    maxima = blocks.amax(dim=1).view(rows, per_row)
-    first = maxima.argmax(dim=1)
-    chosen = torch.arange(0, rows * per_row, per_row, device=scores.device).add_(first)
-    inside = blocks.index_select(0, chosen)
-    within = inside.argmax(dim=1)
+    maxima, first, inside, within = _winning_block(scores)
     best = inside.gather(1, within.unsqueeze(1)).squeeze(1)
     inside.scatter_(1, within.unsqueeze(1), -math.inf)
     maxima.scatter_(1, first.unsqueeze(1), -math.inf)

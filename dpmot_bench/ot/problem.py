@@ -260,7 +260,7 @@ class Winners:
         for start, scores in scoring.chunks(block, h, hard=True):
             gap[start:start + scores.shape[0]] = best_and_gap(scores, out=best[start:start + scores.shape[0]])[1]
         y_max = float(scoring.targets[:scoring.n].norm(dim=1).max())
-        rounding = 2 * (dim + 2) * EPS32 * (1 + 1e-3)
+        rounding = 2 * (dim + 2) * EPS32 * (1 + 1e-3)  # 1e-3: room for the rounding of this bound itself
         h_max = float(scoring.scores_h(h).abs().max())
         return best, gap.sub_(scoring.points(block).norm(dim=1).mul_(y_max).add_(h_max).mul_(rounding))
 
