@@ -1,4 +1,6 @@
-"""Datasets with exact structure (Gaussian mixtures) and small real data (8x8 digits)."""
+"""Datasets with exact structure (Gaussian mixtures), small real data (8x8 digits), and a user's own data
+from arrays, ``.npy`` / ``.npz`` files or image folders (:func:`from_array`, :func:`from_path`)."""
+from .files import from_array, from_path
 from .gmm import GaussianMixture
 from .registry import SPLITS, Dataset, dataset_names, get_dataset
 
@@ -8,4 +10,5 @@ def empirical_denoiser(points, weights=None) -> GaussianMixture:
     return GaussianMixture(points, 0.0, weights)
 
 
-__all__ = ["GaussianMixture", "Dataset", "SPLITS", "dataset_names", "get_dataset", "empirical_denoiser"]
+__all__ = ["GaussianMixture", "Dataset", "SPLITS", "dataset_names", "get_dataset", "empirical_denoiser",
+           "from_array", "from_path"]

@@ -1,14 +1,15 @@
 """Named datasets. Each name is stable once released.
 
 A :class:`Dataset` gives flat float32 rows, shape (n, dim), with integer labels (mode or class), through
-``data(split, n)`` for the splits ``"train"`` and ``"heldout"``. GMM datasets are infinite: a split is a
+``data(split, n)`` for the splits ``"train"`` and ``"heldout"``. A user's own data comes through
+:func:`~dpmot_bench.data.files.from_array` / :func:`~dpmot_bench.data.files.from_path` as the same class. GMM datasets are infinite: a split is a
 fixed seeded stream in its own namespace (independent of any user seed), so ``data("train", n)`` is the first n rows of
 that stream; ``mixture`` gives their exact structure (denoiser, score, modes). ``digits`` is finite.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -32,16 +33,20 @@ class Dataset:
     n_classes: int
     mixture: GaussianMixture | None = None  # exact structure, for GMM datasets
     default_sizes: dict = field(default_factory=lambda: {"train": 10_000, "heldout": 2_000})
-    _finite: Callable[[str], tuple[np.ndarray, np.ndarray]] | None = None
+    # finite data: split -> (rows, labels); rows any array-like whose slices give (k, dim) arrays (a view of
+    # a memory-mapped file is fine: data() converts only the rows it returns)
+    splits: Callable[[str], tuple[np.ndarray, np.ndarray]] | None = None
+    value_range: tuple[float, float] | None = None  # the range the rows lie in (None: unbounded, GMMs)
+    fingerprint: str | None = None  # content hash of a user's data (cache keys of models trained on it)
 
     @property
     def is_finite(self) -> bool:
-        return self._finite is not None
+        return self.splits is not None
 
     def size(self, split: str) -> int:
         """Number of rows in a finite split, or the default draw size of a GMM split."""
         _check_split(split)
-        return len(self._finite(split)[1]) if self.is_finite else self.default_sizes[split]
+        return len(self.splits(split)[1]) if self.is_finite else self.default_sizes[split]
 
     def data(self, split: str = "train", n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The first ``n`` rows of a split (all of a finite split, or the default size, when n is None)."""
@@ -50,17 +55,53 @@ class Dataset:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise InputError(f"n must be an integer >= 1, got {n!r}")
         if self.is_finite:
-            x, y = self._finite(split)
+            x, y = self.splits(split)
             if n > len(y):
                 raise InputError(f"{self.name} has {len(y)} {split} rows; asked for {n}")
-            return torch.from_numpy(x[:n].copy()), torch.from_numpy(y[:n].copy())
+            rows = np.array(x[:n], dtype=np.float32).reshape(n, self.dim)  # always a copy
+            return torch.from_numpy(rows), torch.from_numpy(np.array(y[:n], dtype=np.int64))
         return self.mixture.sample(n, seed=_SPLIT_SEEDS[split], stream=_SPLIT_NAMESPACE)
+
+    def rescaled(self, low: float, high: float) -> "Dataset":
+        """This finite data set with its rows mapped affinely from ``value_range`` onto ``[low, high]`` (a
+        model's own data range: diffusers' (-1, 1), NCSNv2's (0, 1)); the same object when they agree."""
+        if not self.is_finite or self.value_range is None:
+            raise InputError(f"{self.name} has no bounded value range to map onto [{low:g}, {high:g}]")
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+            raise InputError(f"a data range needs finite low < high, got [{low}, {high}]")
+        if tuple(map(float, self.value_range)) == (float(low), float(high)):
+            return self
+        (a, b), splits = self.value_range, self.splits
+        scale = (high - low) / (b - a)
+        mapped = {}
+
+        def rows(split):
+            if split not in mapped:
+                x, y = splits(split)
+                mapped[split] = (_Affine(x, scale, low - a * scale), y)
+            return mapped[split]
+
+        return replace(self, description=f"{self.description}; rows mapped from [{a:g}, {b:g}] to [{low:g}, {high:g}]",
+                       splits=rows, value_range=(float(low), float(high)))
 
     def sample(self, n: int, seed: int, start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Fresh rows of the true distribution (GMMs only; finite data sets have just their splits)."""
         if self.mixture is None:
             raise InputError(f"{self.name} is a finite data set; use data(split) instead of sample()")
         return self.mixture.sample(n, seed, start)
+
+
+class _Affine:
+    """Rows ``scale * x + shift`` of an array-like, computed per slice (a memory-mapped file stays mapped)."""
+
+    def __init__(self, rows, scale: float, shift: float):
+        self.rows, self.scale, self.shift = rows, scale, shift
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index):
+        return np.asarray(self.rows[index], dtype=np.float32) * np.float32(self.scale) + np.float32(self.shift)
 
 
 def _check_split(split: str) -> None:
@@ -99,7 +140,7 @@ def digits() -> Dataset:
     split = load_digits_split()
     return Dataset("digits", "scikit-learn 8x8 digits scaled to [-1, 1] (64-D), 10 classes; stratified "
                    "split 1347 train / 450 held-out", dim=64, shape=IMAGE_SHAPE, n_classes=10,
-                   _finite=lambda s: split[s])
+                   splits=lambda s: split[s], value_range=(-1.0, 1.0))
 
 
 _FACTORIES: dict[str, Callable[[], Dataset]] = {
