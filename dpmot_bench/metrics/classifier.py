@@ -159,3 +159,75 @@ def get_digits_classifier(device: str | torch.device = "cpu", progress: bool = F
     x, y = get_dataset("digits").data("heldout")
     model.heldout_accuracy = model.accuracy(x.to(device), y)
     return model
+
+
+class TorchScriptClassifier:
+    """A user's image classifier from a TorchScript file, for the mode-mixture rule on any data.
+
+    ``TorchScriptClassifier(path, device, batch_size)`` loads ``path`` with ``torch.jit.load(path,
+    map_location=device)``. TorchScript is a restricted program format (TorchScript code and tensors, run
+    by torch's interpreter), not a pickle of Python objects: loading it imports no Python module and builds
+    no Python object. It is still a program that runs when called: use files you trust. Make one with
+    ``torch.jit.script(model).save(path)`` (or ``torch.jit.trace``). A file that is not TorchScript (a
+    ``torch.save`` state dict, a pickle, garbage) is a one-line CorruptFileError.
+
+    The module must map a batch of images, exactly as passed to :meth:`probs` (float32, on ``device``,
+    at most ``batch_size`` rows), to **logits** of shape (n, classes), classes >= 2; :meth:`probs` applies
+    the softmax, ``p_ik = exp(z_ik) / sum_j exp(z_ij)``. Then ``mode_mixture_ratio(probs, lam)`` (the
+    reference code's rule: mode-mixed when at least two classes have softmax >= lam) and
+    ``mode_mixture_curve`` apply unchanged."""
+
+    def __init__(self, path, device: str | torch.device = "cpu", batch_size: int = 256):
+        from pathlib import Path
+
+        from ..devices import as_device
+        from ..errors import CorruptFileError
+
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        self.path, self.device, self.batch_size = Path(path), as_device(device), batch_size
+        fix = "pass a TorchScript file (torch.jit.script(model).save(path)) whose module returns logits (n, classes)"
+        if not self.path.is_file():
+            what = "is a directory, not a file" if self.path.is_dir() else "does not exist"
+            raise CorruptFileError(f"classifier file {str(self.path)!r} {what}; {fix}")
+        try:
+            self.module = torch.jit.load(str(self.path), map_location=self.device)
+        except Exception as err:  # RuntimeError ("not a TorchScript archive", ...), ValueError, ...
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            raise CorruptFileError(f"classifier file {str(self.path)!r} is not a TorchScript archive "
+                                   f"({type(err).__name__}: {first[:120]}); {fix}") from None
+        self.module.eval()
+
+    @torch.no_grad()
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """The module's outputs (n, classes) float32, in batches of ``batch_size``; checked: a tensor of
+        shape (n, classes >= 2) per batch, finite."""
+        from ..errors import NonFiniteError
+
+        if not isinstance(images, torch.Tensor) or images.ndim < 2 or images.shape[0] == 0:
+            shape = tuple(images.shape) if hasattr(images, "shape") else type(images).__name__
+            raise ShapeError(f"images must be a tensor (n, ...) with n >= 1, got {shape}")
+        out, classes = [], None
+        for start in range(0, images.shape[0], self.batch_size):
+            batch = images[start:start + self.batch_size].to(self.device, torch.float32)
+            try:
+                z = self.module(batch)
+            except Exception as err:  # the module's own checks (wrong image size, ...)
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise InputError(f"classifier {self.path.name!r} failed on images of shape "
+                                 f"{tuple(batch.shape)}: {first[:200]}") from None
+            if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[0] != batch.shape[0] or z.shape[1] < 2 \
+                    or (classes is not None and z.shape[1] != classes):
+                got = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+                raise ShapeError(f"classifier {self.path.name!r} must return logits of shape ({batch.shape[0]}, "
+                                 f"classes >= 2) for a batch of {batch.shape[0]}, got {got}")
+            classes = z.shape[1]
+            z = z.float()
+            if not bool(torch.isfinite(z).all()):
+                raise NonFiniteError(f"classifier {self.path.name!r} returned NaN or infinite logits")
+            out.append(z)
+        return torch.cat(out)
+
+    def probs(self, images: torch.Tensor) -> torch.Tensor:
+        """Softmax probabilities (n, classes) float32 of the module's logits (rows sum to 1)."""
+        return torch.softmax(self.logits(images), dim=1)
