@@ -12,10 +12,12 @@ sigma^2), t(sigma))`` with the fractional timestep ``t(sigma)`` of :class:`~dpmo
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from ..denoisers import EpsModelDenoiser, append_dims
-from ..errors import InputError, unknown_name
+from ..errors import CorruptFileError, InputError, unknown_name
 from ..schedules import VPDiscrete
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
@@ -81,3 +83,102 @@ def unet_denoiser(unet, schedule, prediction_type: str | None = None) -> EpsMode
             prediction_type = getattr(schedule.config, "prediction_type", "epsilon")
         schedule = VPDiscrete(schedule.alphas_cumprod.double().cpu().numpy())
     return EpsModelDenoiser(UNetEpsModel(unet, schedule, prediction_type or "epsilon"), schedule)
+
+
+# ------------------------------------------------------------------------------------ loading from files
+
+def _load_error(what: str, path, err: Exception) -> CorruptFileError:
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return CorruptFileError(f"{what} {str(path)!r} could not be loaded ({type(err).__name__}: {first[:300]})")
+
+
+def _read_json(path) -> dict:
+    import json
+
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise _load_error("diffusers config", path, err) from None
+    if not isinstance(value, dict):
+        raise CorruptFileError(f"diffusers config {str(path)!r} is not a JSON object")
+    return value
+
+
+def load_scheduler(directory):
+    """The diffusers scheduler saved in ``directory`` (``scheduler_config.json``), of the class its
+    ``_class_name`` names (any diffusers scheduler with ``alphas_cumprod``; DDPMScheduler when unnamed)."""
+    import diffusers
+
+    directory = Path(directory)
+    config_file = directory / "scheduler_config.json"
+    if not config_file.is_file():
+        raise CorruptFileError(f"scheduler directory {str(directory)!r} has no scheduler_config.json; pass the "
+                               "scheduler/ folder of a saved pipeline (scheduler.save_pretrained writes it)")
+    name = _read_json(config_file).get("_class_name") or "DDPMScheduler"
+    cls = getattr(diffusers, name, None) if isinstance(name, str) else None
+    if not (isinstance(cls, type) and issubclass(cls, diffusers.SchedulerMixin)):
+        raise InputError(f"{str(config_file)!r} names the scheduler class {name!r}, which this diffusers "
+                         f"({diffusers.__version__}) does not have")
+    try:
+        scheduler = cls.from_pretrained(directory, local_files_only=True)
+    except Exception as err:  # diffusers raises OSError, ValueError, TypeError, ... for bad configs
+        raise _load_error("scheduler", directory, err) from None
+    if not hasattr(scheduler, "alphas_cumprod"):
+        raise InputError(f"scheduler {name} in {str(directory)!r} has no alphas_cumprod (not a discrete VP "
+                         "schedule); only DDPM-style (variance-preserving, discrete-time) models are supported")
+    return scheduler
+
+
+def load_unet(directory, device="cpu"):
+    """The ``UNet2DModel`` saved in ``directory`` (``config.json`` + safetensors or .bin weights), local
+    files only, float32, in eval mode without gradients, on ``device``."""
+    import diffusers
+
+    directory = Path(directory)
+    config = _read_json(directory / "config.json")
+    if config.get("_class_name") != "UNet2DModel":
+        raise InputError(f"{str(directory)!r} holds a {config.get('_class_name')!r}, not a UNet2DModel; only "
+                         "unconditional DDPM-style UNets (UNet2DModel) are supported")
+    if config.get("class_embed_type") is not None or config.get("num_class_embeds") is not None:
+        raise InputError(f"the UNet in {str(directory)!r} is class-conditional; only unconditional UNets are supported")
+    try:
+        unet = diffusers.UNet2DModel.from_pretrained(directory, local_files_only=True, torch_dtype=torch.float32,
+                                                    low_cpu_mem_usage=False)  # no accelerate needed (or nagged for)
+    except Exception as err:  # missing / truncated weights: OSError, RuntimeError, SafetensorError, ...
+        raise _load_error("UNet", directory, err) from None
+    return unet.to(device).eval().requires_grad_(False)
+
+
+def load_diffusers(path, scheduler=None, device="cpu"):
+    """A diffusers model directory as ``(unet, scheduler, info)``.
+
+    ``path``: a pipeline directory (``model_index.json`` with ``unet/`` and ``scheduler/``, as
+    ``DDPMPipeline.save_pretrained`` writes it; ``scheduler`` overrides its scheduler), or a UNet directory
+    (``config.json`` of a ``UNet2DModel``) with ``scheduler`` the directory of its training scheduler.
+    ``info``: ``model_index`` (or None), ``unet`` and ``scheduler`` (their configs), ``prediction_type``."""
+    path = Path(path)
+    index = None
+    if (path / "model_index.json").is_file():
+        index = _read_json(path / "model_index.json")
+        if "unet" not in index:
+            raise InputError(f"pipeline {str(path)!r} ({index.get('_class_name')}) has no unet; only UNet "
+                             "pipelines (DDPMPipeline, DDIMPipeline) are supported")
+        unet_dir = path / "unet"
+        if scheduler is None:
+            if "scheduler" not in index:
+                raise InputError(f"pipeline {str(path)!r} has no scheduler; pass --scheduler DIR")
+            scheduler = path / "scheduler"
+    elif (path / "config.json").is_file():
+        unet_dir = path
+        if scheduler is None:
+            raise InputError(f"{str(path)!r} is a UNet directory without its noise schedule; pass --scheduler DIR "
+                             "(the scheduler/ folder it was trained with)")
+    else:
+        raise CorruptFileError(f"directory {str(path)!r} has neither model_index.json (a diffusers pipeline) nor "
+                               "config.json (a UNet2DModel); pass a folder written by save_pretrained")
+    unet = load_unet(unet_dir, device)
+    sched = load_scheduler(scheduler)
+    prediction_type = getattr(sched.config, "prediction_type", "epsilon")
+    info = {"model_index": index, "unet": dict(unet.config), "scheduler": dict(sched.config),
+            "scheduler_class": type(sched).__name__, "prediction_type": prediction_type}
+    return unet, sched, info

@@ -76,7 +76,9 @@ def get_denoiser(dataset: Dataset | str, model: str = "exact", device: str | tor
       digits on a CPU) and then cached.
     - anything else: the path of a checkpoint written by ``dpmot train`` / :func:`train_denoiser`
       (missing, corrupt or foreign files raise :class:`~dpmot_bench.errors.CorruptFileError`; a model
-      trained on another dataset raises :class:`~dpmot_bench.errors.InputError`).
+      trained on another dataset, by name or sample shape, raises :class:`~dpmot_bench.errors.InputError`).
+      The network is rebuilt from the shape stored in the file, so a user's own (unregistered) data set
+      works; older files without a shape need their data set to be registered.
 
     Trained models come back in eval mode without gradients, on ``device``, wrapped in
     :class:`~dpmot_bench.denoisers.FixedBatchDenoiser` (samples independent of the batch size); inputs must
@@ -100,10 +102,13 @@ def get_denoiser(dataset: Dataset | str, model: str = "exact", device: str | tor
         return FixedBatchDenoiser(denoiser)
     if not isinstance(model, (str, Path)) or not str(model):
         raise InputError(f"model must be 'exact', 'trained' or a checkpoint path, got {model!r}")
-    denoiser, meta = model_from_checkpoint(model, device)
+    denoiser, meta = model_from_checkpoint(model, device)  # rebuilt from the stored shape (any data set)
     if meta["dataset"] != dataset.name:
         raise InputError(f"checkpoint {str(model)!r} was trained on {meta['dataset']}, not {dataset.name}; "
                          f"pass a {dataset.name} checkpoint or --dataset {meta['dataset']}")
+    if tuple(meta["shape"]) != tuple(dataset.shape):
+        raise InputError(f"checkpoint {str(model)!r} was trained on samples of shape {tuple(meta['shape'])}, but "
+                         f"{dataset.name} has samples of shape {tuple(dataset.shape)}; pass a checkpoint of this data")
     if not meta["finished"]:
         raise InputError(f"checkpoint {str(model)!r} is unfinished (step {meta['step']} of "
                          f"{meta['config']['steps']}); finish it with `dpmot train ... --out {model} --resume`")

@@ -107,11 +107,16 @@ def training_data(dataset: Dataset, config: TrainConfig) -> torch.Tensor:
 
 def build_denoiser(dataset: Dataset, config: TrainConfig, sigma_data: float) -> EDMDenoiser:
     """An untrained network for ``dataset`` under EDM preconditioning (initialised from the global RNG)."""
+    return network_for_shape(tuple(dataset.shape), config, sigma_data)
+
+
+def network_for_shape(shape: tuple[int, ...], config: TrainConfig, sigma_data: float) -> EDMDenoiser:
+    """An untrained network for samples of ``shape`` (what a checkpoint stores to rebuild it)."""
     if config.arch == "unet":
-        net = SmallUNet(dataset.shape, width=config.width)
-    else:
-        net = MLP(dataset.dim, width=config.width, depth=config.depth)
-    return EDMDenoiser(net, sigma_data)
+        if len(shape) != 3:
+            raise InputError(f"arch 'unet' needs images (C, H, W), got samples of shape {shape}; use arch 'mlp'")
+        return EDMDenoiser(SmallUNet(shape, width=config.width), sigma_data)
+    return EDMDenoiser(MLP(math.prod(shape), width=config.width, depth=config.depth), sigma_data)
 
 
 def edm_loss(denoiser: EDMDenoiser, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -211,7 +216,8 @@ def train_denoiser(dataset: Dataset | str, config: TrainConfig | None = None, *,
         done = step + 1
         if checkpoint is not None and (done % checkpoint_every == 0 or done == config.steps):
             save_checkpoint(checkpoint, dataset=dataset.name, config=config, seed=seed, step=done,
-                            model=model, ema=ema, optimizer=optimizer, losses=losses[:done])
+                            model=model, ema=ema, optimizer=optimizer, losses=losses[:done],
+                            shape=dataset.shape, value_range=getattr(dataset, "value_range", None))
     bar.close()
     final = (ema if ema is not None else model).eval()
     history = {"loss": losses.tolist(), "steps": config.steps, "seconds": time.perf_counter() - begin,
@@ -228,12 +234,22 @@ def _check_same_run(state: dict, dataset: Dataset, config: TrainConfig, seed: in
 
 
 def save_checkpoint(path: str | Path, *, dataset: str, config: TrainConfig, seed: int, step: int, model, ema,
-                    optimizer, losses: torch.Tensor) -> None:
-    """Write the whole training state atomically; loadable with ``torch.load(weights_only=True)``."""
+                    optimizer, losses: torch.Tensor, shape: tuple[int, ...] | None = None,
+                    value_range: tuple[float, float] | None = None) -> None:
+    """Write the whole training state atomically; loadable with ``torch.load(weights_only=True)``.
+
+    ``shape`` (one sample's shape) and ``value_range`` (the data's range, None if unknown) make the file
+    self-contained: :func:`model_from_checkpoint` rebuilds the network from them, so a model trained on a
+    data set that is not registered (a user's own) loads again. Files without them (written before) are
+    still read, by looking the data set up by name. Both are optional fields of format version 1."""
     state = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_FORMAT_VERSION, "version": __version__,
              "dataset": dataset, "config": asdict(config), "seed": seed, "step": step,
              "model": model.state_dict(), "ema": None if ema is None else ema.state_dict(),
              "optimizer": optimizer.state_dict(), "losses": losses.detach().cpu().clone()}
+    if shape is not None:
+        state["shape"] = [int(n) for n in shape]
+    if value_range is not None:
+        state["value_range"] = [float(v) for v in value_range]
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
@@ -259,20 +275,39 @@ def load_checkpoint(path: str | Path) -> dict:
     known = {f.name for f in fields(TrainConfig)}
     if set(state["config"]) != known:
         raise CorruptFileError(f"{str(path)!r} has config fields {sorted(state['config'])}, expected {sorted(known)}")
+    shape = state.get("shape")
+    if shape is not None and not (isinstance(shape, (list, tuple)) and shape
+                                  and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in shape)):
+        raise CorruptFileError(f"{str(path)!r} is damaged: field 'shape' is {shape!r}, not a list of positive sizes")
+    value_range = state.get("value_range")
+    if value_range is not None and not (isinstance(value_range, (list, tuple)) and len(value_range) == 2
+                                        and all(isinstance(v, float) and math.isfinite(v) for v in value_range)
+                                        and value_range[0] < value_range[1]):
+        raise CorruptFileError(f"{str(path)!r} is damaged: field 'value_range' is {value_range!r}, not [low, high]")
     return state
 
 
 def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[EDMDenoiser, dict]:
     """The trained denoiser stored in a checkpoint (EMA weights when present), in eval mode without
-    gradients, and the checkpoint's metadata (``dataset``, ``config``, ``seed``, ``step``)."""
+    gradients, and the checkpoint's metadata (``dataset``, ``config``, ``seed``, ``step``, ``finished``,
+    ``shape``: one sample's shape, ``value_range``: the training data's range or None).
+
+    The network is rebuilt from the stored ``shape``; older files without it from the registered data set
+    of their name (a file of an unregistered data set without a shape cannot be read)."""
     state = load_checkpoint(path)
+    value_range = state.get("value_range")
     try:
-        dataset = get_dataset(state["dataset"])
-        config = replace(TrainConfig(), **state["config"]).validate(dataset)
+        config = replace(TrainConfig(), **state["config"])
+        if state.get("shape") is not None:
+            shape = tuple(state["shape"])
+        else:  # format version 1 before shapes were stored
+            dataset = get_dataset(state["dataset"])
+            shape = tuple(dataset.shape)
+            value_range = getattr(dataset, "value_range", None)
+        model = network_for_shape(shape, config, sigma_data=1.0)
     except InputError as err:
         raise CorruptFileError(f"{str(path)!r} holds an unusable model description: {err}") from None
     weights = state["ema"] if state.get("ema") is not None else state["model"]
-    model = build_denoiser(dataset, config, sigma_data=1.0)
     try:
         model.load_state_dict(weights)
     except (RuntimeError, KeyError) as err:
@@ -282,4 +317,6 @@ def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") 
     model.to(torch.device(device)).eval().requires_grad_(False)
     meta = {key: state[key] for key in ("dataset", "config", "seed", "step")}
     meta["finished"] = state["step"] >= config.steps
+    meta["shape"] = shape
+    meta["value_range"] = None if value_range is None else tuple(float(v) for v in value_range)
     return model, meta
