@@ -191,7 +191,9 @@ class TorchScriptClassifier:
             what = "is a directory, not a file" if self.path.is_dir() else "does not exist"
             raise CorruptFileError(f"classifier file {str(self.path)!r} {what}; {fix}")
         try:
-            self.module = torch.jit.load(str(self.path), map_location=self.device)
+            with warnings.catch_warnings():  # torch 2.9+ deprecates TorchScript in favour of torch.export
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self.module = torch.jit.load(str(self.path), map_location=self.device)
         except Exception as err:  # RuntimeError ("not a TorchScript archive", ...), ValueError, ...
             first = str(err).strip().splitlines()[0] if str(err).strip() else ""
             raise CorruptFileError(f"classifier file {str(self.path)!r} is not a TorchScript archive "
