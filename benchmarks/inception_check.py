@@ -1,9 +1,10 @@
-"""Our FID InceptionV3 against torch-fidelity's ``FeatureExtractorInceptionV3`` on the same random weights.
+"""Our FID InceptionV3 and KID against torch-fidelity's ``FeatureExtractorInceptionV3`` and KID.
 
 No real weights file exists here, so both networks load one random state dict (``random_fid_inception``,
 saved in the published files' key layout) and extract pool3 features of the same uint8 images; the script
-prints the largest absolute and relative differences of the features, of the TF1 resize, and of the
-whole pipeline timing. torch-fidelity is not installed (its package ``__init__`` imports torchvision, whose
+prints the largest absolute and relative differences of the features and of the TF1 resize, the
+seconds each took, and our KID against torch-fidelity's ``kid_features_to_metric`` on the same features
+and seed (its module imported with a stub for the torchvision-bound ``torch_fidelity.utils``). torch-fidelity is not installed (its package ``__init__`` imports torchvision, whose
 wheels do not load with this torch): point ``--torch-fidelity`` at its wheel or unpacked wheel
 (``pip download torch-fidelity --no-deps -d /tmp/tf``). Its ``feature_extractor_inceptionv3`` module itself
 needs only torch, so it is imported without running the package ``__init__`` (a bare package object whose
@@ -50,6 +51,41 @@ def import_torch_fidelity_extractor(location: str | None):
         sys.modules["torch_fidelity"] = package
     return (importlib.import_module("torch_fidelity.feature_extractor_inceptionv3"),
             importlib.import_module("torch_fidelity.interpolate_compat_tensorflow"))
+
+
+def import_torch_fidelity_kid(location: str | None):
+    """torch-fidelity's ``metric_kid`` module. Its ``torch_fidelity.utils`` import (feature-extractor plumbing
+    that needs torchvision) is replaced by a stub holding the four names it imports, unused by
+    ``kid_features_to_metric``."""
+    import importlib
+
+    import_torch_fidelity_extractor(location)
+    if "torch_fidelity.utils" not in sys.modules:
+        stub = types.ModuleType("torch_fidelity.utils")
+        for name in ("create_feature_extractor", "extract_featuresdict_from_input_id_cached",
+                     "resolve_feature_extractor", "resolve_feature_layer_for_metric"):
+            setattr(stub, name, None)
+        sys.modules["torch_fidelity.utils"] = stub
+    return importlib.import_module("torch_fidelity.metric_kid")
+
+
+def compare_kid(location: str | None, n: int = 300, d: int = 64, subsets: int = 20, subset_size: int = 100,
+                seed: int = 0) -> dict:
+    """Our KID against torch-fidelity's ``kid_features_to_metric`` on the same float32 features and seed."""
+    from dpmot_bench.metrics.kid import kernel_inception_distance
+
+    metric_kid = import_torch_fidelity_kid(location)
+    generator = torch.Generator().manual_seed(seed)
+    a = torch.randn(n, d, generator=generator)
+    b = torch.randn(n, d, generator=generator) * 1.1 + 0.05
+    theirs = metric_kid.kid_features_to_metric(a, b, kid_subsets=subsets, kid_subset_size=subset_size,
+                                               rng_seed=seed, verbose=False)
+    ours = kernel_inception_distance(a, b, subsets=subsets, subset_size=subset_size, seed=seed)
+    mean_t, std_t = theirs[metric_kid.KEY_METRIC_KID_MEAN], theirs[metric_kid.KEY_METRIC_KID_STD]
+    return {"kid_mean_ours": ours["kid_mean"], "kid_mean_torch_fidelity": mean_t,
+            "kid_std_ours": ours["kid_std"], "kid_std_torch_fidelity": std_t,
+            "kid_mean_rel_diff": abs(ours["kid_mean"] - mean_t) / abs(mean_t),
+            "kid_std_rel_diff": abs(ours["kid_std"] - std_t) / abs(std_t)}
 
 
 def compare(location: str | None, n: int = 4, size: int = 32, seed: int = 0, threads: int = 1) -> dict:
@@ -104,6 +140,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="also write the result here")
     args = parser.parse_args(argv)
     result = compare(args.torch_fidelity, args.n, args.size, args.seed, args.threads)
+    result.update(compare_kid(args.torch_fidelity, seed=args.seed))
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:

@@ -341,7 +341,7 @@ def torch_fidelity_location():
 @pytest.mark.skipif(torch_fidelity_location() is None,
                     reason="torch-fidelity is not importable (its __init__ needs torchvision); set "
                            "DPMOT_TORCH_FIDELITY to its wheel (pip download torch-fidelity --no-deps) to run this")
-def test_features_equal_torch_fidelity_on_the_same_weights(tmp_path):
+def test_features_and_kid_equal_torch_fidelitys(tmp_path):
     location = torch_fidelity_location()
     out = tmp_path / "check.json"
     args = [sys.executable, str(ROOT / "benchmarks" / "inception_check.py"), "--n", "2", "--size", "24",
@@ -350,6 +350,9 @@ def test_features_equal_torch_fidelity_on_the_same_weights(tmp_path):
     result = json.loads(out.read_text())
     assert result["resize_max_abs_diff"] <= 255 * 2e-6
     assert result["features_max_abs_diff"] <= 1e-5 * result["features_max_abs"]
+    # KID: torch-fidelity sums float32 kernels (values ~1, 10^4 per mean: ~1e-7 * 10^2 rounding each)
+    assert abs(result["kid_mean_ours"] - result["kid_mean_torch_fidelity"]) < 1e-5
+    assert abs(result["kid_std_ours"] - result["kid_std_torch_fidelity"]) < 1e-5
 
 
 # ------------------------------------------------------------------------------------------ statistics
