@@ -9,6 +9,10 @@ and ``sqrt(1 - abar) = sigma / sqrt(1 + sigma^2)``, and every prediction type co
 
 :class:`~dpmot_bench.denoisers.EpsModelDenoiser` then gives ``D(x, sigma) = x - sigma eps(x / sqrt(1 +
 sigma^2), t(sigma))`` with the fractional timestep ``t(sigma)`` of :class:`~dpmot_bench.schedules.VPDiscrete`.
+
+From files: :func:`load_diffusers` reads a saved pipeline directory (``model_index.json``, ``unet/``,
+``scheduler/``) or a ``UNet2DModel`` directory plus a scheduler directory, local files only (no hub
+access); :func:`~dpmot_bench.models.files.load_denoiser` turns them into a denoiser.
 """
 from __future__ import annotations
 

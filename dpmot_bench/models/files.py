@@ -55,6 +55,8 @@ class LoadedModel:
     sigmas: its own discrete grid, descending, float64 (NCSNv2's L levels; diffusers' ``sigma_t`` for
         t = K-1..0), None for continuous-sigma models.
     path, description, config: where it came from, one line about it, and what was read (provenance).
+    network: the ``torch.nn.Module`` behind the denoiser (the UNet, the NCSNv2 network, the EDM network),
+        for inspection; the denoiser is what to sample with.
     """
 
     denoiser: Denoiser
@@ -67,6 +69,7 @@ class LoadedModel:
     path: str
     description: str
     config: dict
+    network: torch.nn.Module | None = None
     _warned: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
@@ -120,7 +123,7 @@ class _Rows:
         return self.denoiser(x.reshape(x.shape[0], self.dim), sigma).reshape(x.shape)
 
 
-def micro_batch(shape: tuple[int, ...]) -> int:
+def micro_batch_rows(shape: tuple[int, ...]) -> int:
     """Rows per network evaluation: 64 for 32x32 images and smaller, proportionally fewer (at least 1) for
     larger ones (memory of a batch of activations), 64 for flat rows."""
     if len(shape) != 3:
@@ -133,14 +136,17 @@ def _wrap(denoiser: Denoiser, rows: int) -> Denoiser:
 
 
 def load_denoiser(path: str | os.PathLike, config: dict | str | os.PathLike | None = None,
-                  device: str | torch.device = "cpu", *, scheduler: str | os.PathLike | None = None) -> LoadedModel:
+                  device: str | torch.device = "cpu", *, scheduler: str | os.PathLike | None = None,
+                  micro_batch: int | None = None) -> LoadedModel:
     """The model stored at ``path`` as a :class:`LoadedModel` (its denoiser on ``device``).
 
     ``path``: a diffusers pipeline directory (``model_index.json``), a ``UNet2DModel`` directory (with
     ``scheduler`` the directory of its scheduler, ``scheduler_config.json``), an NCSNv2 checkpoint (with
     ``config`` its YAML file or parsed dict: required), or a checkpoint written by ``dpmot train``.
     ``scheduler``: only for diffusers directories (overrides a pipeline's own). ``config``: only for
-    NCSNv2 checkpoints.
+    NCSNv2 checkpoints. ``micro_batch``: rows per network evaluation (default :func:`micro_batch_rows`
+    of the sample shape: 64 up to 32x32 images); results depend on it in the last bits, never on the
+    batch a row comes in.
 
     Bad input is one line: :class:`~dpmot_bench.errors.CorruptFileError` for files that are missing,
     unreadable or not what they claim (a pickle of objects, a text file, damaged weights, a folder
@@ -148,12 +154,15 @@ def load_denoiser(path: str | os.PathLike, config: dict | str | os.PathLike | No
     if not isinstance(path, (str, os.PathLike)) or not str(path):
         raise InputError(f"model path must be a file or directory name, got {path!r}")
     device = as_device(device)
+    if micro_batch is not None and (isinstance(micro_batch, bool) or not isinstance(micro_batch, int)
+                                    or micro_batch < 1):
+        raise InputError(f"micro_batch must be a positive integer, got {micro_batch!r}")
     where = Path(path)
     if where.is_dir():
         if config is not None:
             raise InputError(f"{str(where)!r} is a diffusers directory; --model-config is only for NCSNv2 "
                              "checkpoints (a diffusers model's configs are in its folder)")
-        return _from_diffusers(where, scheduler, device)
+        return _from_diffusers(where, scheduler, device, micro_batch)
     if scheduler is not None:
         raise InputError(f"--scheduler is only for diffusers UNet directories; {str(where)!r} is not a directory")
     state = load_tensors(where, "model file", FILE_FIX)
@@ -162,16 +171,16 @@ def load_denoiser(path: str | os.PathLike, config: dict | str | os.PathLike | No
             raise InputError(f"{str(where)!r} is a dpmot-bench checkpoint, which holds its own config; drop "
                              "--model-config (it is for NCSNv2 checkpoints)")
         del state
-        return _from_dpmot(where, device)
+        return _from_dpmot(where, device, micro_batch)
     if is_ncsnv2_states(state):
-        return _from_ncsnv2(where, state, config, device)
+        return _from_ncsnv2(where, state, config, device, micro_batch)
     kind = type(state).__name__
     if isinstance(state, dict):
         kind = f"dict with keys {', '.join(map(repr, list(state)[:4]))}{', ...' if len(state) > 4 else ''}"
     raise CorruptFileError(f"{str(where)!r} holds a {kind}, not a model this toolkit reads; {FILE_FIX}")
 
 
-def _from_diffusers(path: Path, scheduler, device: torch.device) -> LoadedModel:
+def _from_diffusers(path: Path, scheduler, device: torch.device, rows: int | None) -> LoadedModel:
     unet, sched, info = load_diffusers(path, scheduler, device)
     denoiser = unet_denoiser(unet, sched)
     schedule, eps_model = denoiser.schedule, denoiser.eps_model
@@ -180,22 +189,22 @@ def _from_diffusers(path: Path, scheduler, device: torch.device) -> LoadedModel:
     name = (info["model_index"] or {}).get("_class_name") or "UNet2DModel"
     description = (f"diffusers {name} ({eps_model.prediction_type}, {len(sigmas)} timesteps, "
                    f"{'x'.join(map(str, shape))}, {info['scheduler_class']}) from {path.name}")
-    return LoadedModel(_wrap(denoiser, micro_batch(shape)), "diffusers", tuple(shape), (-1.0, 1.0),
-                       float(sigmas[-1]), float(sigmas[0]), sigmas, str(path), description, info)
+    return LoadedModel(_wrap(denoiser, rows or micro_batch_rows(shape)), "diffusers", tuple(shape), (-1.0, 1.0),
+                       float(sigmas[-1]), float(sigmas[0]), sigmas, str(path), description, info, unet)
 
 
-def _from_ncsnv2(path: Path, states, config, device: torch.device) -> LoadedModel:
+def _from_ncsnv2(path: Path, states, config, device: torch.device, rows: int | None) -> LoadedModel:
     net, info = load_ncsnv2(path, config, device, states=states)
     parsed = net.config
     sigmas = parsed.sigmas()
     description = (f"{parsed.arch} (ngf {parsed.ngf}, {parsed.num_classes} levels, "
                    f"{'EMA' if info['ema'] else 'raw'} weights) from {path.name}")
-    return LoadedModel(_wrap(NCSNv2Denoiser(net), micro_batch(parsed.shape)), "ncsnv2", parsed.shape,
+    return LoadedModel(_wrap(NCSNv2Denoiser(net), rows or micro_batch_rows(parsed.shape)), "ncsnv2", parsed.shape,
                        parsed.data_range, float(sigmas.min()), float(sigmas.max()), sigmas, str(path),
-                       description, info)
+                       description, info, net)
 
 
-def _from_dpmot(path: Path, device: torch.device) -> LoadedModel:
+def _from_dpmot(path: Path, device: torch.device, rows: int | None) -> LoadedModel:
     model, meta = model_from_checkpoint(path, device)
     config = meta["config"]
     if not meta["finished"]:
@@ -207,5 +216,5 @@ def _from_dpmot(path: Path, device: torch.device) -> LoadedModel:
     description = (f"dpmot {config['arch']} (width {config['width']}, {meta['step']} steps, "
                    f"{'EMA' if config['ema_decay'] > 0 else 'raw'} weights) trained on {meta['dataset']} "
                    f"from {path.name}")
-    return LoadedModel(_wrap(_Rows(model, shape), MICRO_BATCH), "dpmot", shape, meta["value_range"], low, high,
-                       None, str(path), description, meta)
+    return LoadedModel(_wrap(_Rows(model, shape), rows or MICRO_BATCH), "dpmot", shape, meta["value_range"], low, high,
+                       None, str(path), description, meta, model)
