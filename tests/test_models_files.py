@@ -4,7 +4,6 @@ YAML, this toolkit's own checkpoints, and the files that are none of these.
 Stand-ins are built here with random weights: a tiny diffusers UNet2DModel, NCSNv2 networks (the CIFAR-10
 architecture at its published size, a small one for fast property checks, and the Deeper / Deepest
 architectures), and a 5-step MLP trained on a data set that is not registered."""
-import copy
 import math
 import pickle
 import warnings
