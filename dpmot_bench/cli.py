@@ -15,7 +15,12 @@ from .errors import InputError
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (no usage dump) and exit status 2."""
+    """argparse with one-line errors (no usage dump), exit status 2, and no abbreviated option names
+    (``--data`` is never read as ``--dataset``)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -26,6 +31,50 @@ def _common(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
+
+
+def _data_arguments(parser: argparse.ArgumentParser, required: bool = True, what: str = "") -> None:
+    """``--dataset NAME`` or ``--data PATH`` (one of them), and ``--value-range`` for a file's values."""
+    group = parser.add_mutually_exclusive_group(required=required)
+    group.add_argument("--dataset", help=f"a dataset name (see dpmot datasets){what}")
+    group.add_argument("--data", metavar="PATH", help="your own data: an .npz (array x [+ labels], or train and "
+                       "heldout), an .npy, or a folder of PNG / JPEG images (see README, 'Your own data')")
+    parser.add_argument("--value-range", nargs=2, type=float, metavar=("LOW", "HIGH"),
+                        help="--data: the range the file's values come from (default: uint8 0..255; floats "
+                             "[0, 1] or [-1, 1] when inside, else their min and max)")
+
+
+def _dataset(args):
+    """The Dataset named by --dataset or read from --data (None when neither is given)."""
+    from .data import from_path, get_dataset
+
+    if getattr(args, "value_range", None) is not None and args.data is None:
+        raise InputError("--value-range applies to --data only")
+    if args.data is not None:
+        return from_path(args.data, value_range=args.value_range)
+    return get_dataset(args.dataset) if args.dataset is not None else None
+
+
+def _data_summary(dataset) -> dict:
+    """What a command's JSON says about its data: the name, and for files the value range and description."""
+    if dataset.fingerprint is None:
+        return {"dataset": dataset.name}
+    return {"dataset": dataset.name, "value_range": list(dataset.value_range), "data": dataset.description}
+
+
+def _model_arguments(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument("--model", help=f"exact, trained, a dpmot checkpoint, a diffusers pipeline or UNet "
+                        f"directory, or an NCSNv2 checkpoint (default: {default})")
+    parser.add_argument("--model-config", metavar="FILE", help="the NCSNv2 YAML config of an NCSNv2 checkpoint")
+    parser.add_argument("--scheduler", metavar="DIR", help="the diffusers scheduler directory of a UNet2DModel "
+                        "directory (a pipeline directory has its own)")
+
+
+def _check_model_arguments(args) -> None:
+    if args.model is not None and not args.model.strip():
+        raise InputError("--model is empty; give exact, trained or a model path (or omit it for the default)")
+    if args.model is None and (args.model_config is not None or args.scheduler is not None):
+        raise InputError("--model-config and --scheduler describe a --model file; give --model too")
 
 
 def _non_negative_seed(args) -> None:
@@ -88,7 +137,6 @@ def _source(args, dataset):
 
 
 def cmd_fit_ot(args) -> int:
-    from .data import get_dataset
     from .errors import check_sigma
     from .ot.distributed import is_main_process, process_group
     from .ot.latents import fit_latent_map
@@ -107,7 +155,7 @@ def cmd_fit_ot(args) -> int:
     if args.tol is not None and not 0 < args.tol <= 2:  # also NaN; l1 mass errors lie in [0, 2]
         raise InputError(f"--tol must be a number in (0, 2], the l1 cell-mass error to reach (e.g. 0.01), "
                          f"got {args.tol}")
-    dataset = get_dataset(args.dataset)
+    dataset = _dataset(args)
     source = _source(args, dataset)
     with process_group(args.device) as device:  # under torchrun: one process per rank, Monte Carlo shared out
         given = {"max_iter": args.max_iter, "tol": args.tol, "check_samples": args.check_samples}
@@ -123,7 +171,7 @@ def cmd_fit_ot(args) -> int:
                         "empty_cells": check["empty_cells"], "l1_noise_floor": check["noise_floor"]}
         if is_main_process():
             ot.save(out, **ot.meta_)
-            summary = {"dataset": dataset.name, "split": args.split, "sigma_star": float(args.sigma),
+            summary = {**_data_summary(dataset), "split": args.split, "sigma_star": float(args.sigma),
                        "solver": ot.solver_, "source": source.to_meta(), "seed": args.seed,
                        "n_targets": ot.targets_.shape[0], "dim": ot.targets_.shape[1], "iterations": ot.n_iter_,
                        "seconds": round(ot.fit_seconds_, 3), "l1_mass_error": accuracy["l1_mass_error"],
@@ -157,17 +205,18 @@ def _sampler_options(items: list[str]) -> dict:
 def cmd_sample(args) -> int:
     import numpy as np
 
-    from .data import get_dataset
     from .io import save_npz
     from .models import default_model, get_denoiser
+    from .models.select import choose_model
     from .provenance import provenance
     from .samplers.dpmot import get_preset
-    from .samplers.generate import DPMOT_SAMPLERS, check_rows, prepare
+    from .samplers.generate import DPMOT_SAMPLERS, check_rows, prepare, within_model_range
 
     # every check before any expensive work (an on-the-spot OT fit, training a model)
-    dataset = get_dataset(args.dataset)
+    dataset = _dataset(args)
     out = _check_out(args.out, ".npz")
     check_rows(dataset, args.n, args.batch_size, args.device)
+    _check_model_arguments(args)
     sampler = args.sampler
     if args.preset is not None:
         if sampler not in DPMOT_SAMPLERS:
@@ -176,12 +225,13 @@ def cmd_sample(args) -> int:
     if args.ot is not None and args.sampler not in DPMOT_SAMPLERS:
         raise InputError(f"--ot applies to {' and '.join(DPMOT_SAMPLERS)} only, not {args.sampler}")
     options = _sampler_options(args.option)
-    if args.model is not None and not args.model.strip():
-        raise InputError("--model is empty; give exact, trained or a checkpoint path (or omit it for the default)")
     model = args.model if args.model is not None else default_model(dataset)
-    denoiser = None
-    if model not in ("exact", "trained"):  # a file: cheap to load and check now
-        denoiser = get_denoiser(dataset.name, model, device=args.device)
+    denoiser, description = None, None
+    if model not in ("exact", "trained"):  # a file: cheap to load and check now; it fixes the data's scale
+        choice = choose_model(dataset, model, config=args.model_config, scheduler=args.scheduler, device=args.device)
+        dataset, denoiser, description = choice.dataset, choice.denoiser, choice.description
+        options = within_model_range(args.sampler if args.preset is None else sampler, options,
+                                     choice.sigma_min, choice.sigma_max)
     ot_map = None
     if args.ot is not None:
         from .ot import SemiDiscreteOT
@@ -189,11 +239,12 @@ def cmd_sample(args) -> int:
         ot_map = SemiDiscreteOT.load(args.ot, device=args.device)
     job = prepare(dataset, sampler, args.nfe, options, ot_map=ot_map, device=args.device, progress=not args.quiet)
     if denoiser is None:  # may train the dataset's model on first use
-        denoiser = get_denoiser(dataset.name, model, device=args.device, progress=not args.quiet)
+        denoiser = get_denoiser(dataset, model, device=args.device, progress=not args.quiet)
     result = job.sample(denoiser, args.n, args.seed, device=args.device, batch_size=args.batch_size,
                         progress=not args.quiet)
-    summary = {"out": str(out), "dataset": dataset.name, "sampler": args.sampler, "preset": args.preset,
-               "nfe": args.nfe, "nfe_spent": result.nfe_spent, "n": args.n, "model": model, "ot": args.ot,
+    summary = {"out": str(out), **_data_summary(dataset), "sampler": args.sampler, "preset": args.preset,
+               "nfe": args.nfe, "nfe_spent": result.nfe_spent, "n": args.n, "model": model,
+               **({"model_description": description} if description else {}), "ot": args.ot,
                "options": options, "seconds": result.seconds, "fit_seconds": result.fit_seconds}
     arrays = {"x": result.x.numpy()}
     if result.index is not None:
@@ -209,11 +260,10 @@ def cmd_train(args) -> int:
     import time
     from dataclasses import asdict, replace
 
-    from .data import get_dataset
     from .models.registry import DEFAULT_SEED, cached_model_path, partial_path, train_cached
     from .models.training import TrainConfig, default_config, load_checkpoint, train_denoiser
 
-    dataset = get_dataset(args.dataset)
+    dataset = _dataset(args)
     if args.steps is not None and args.steps < 1:
         raise InputError(f"--steps must be >= 1, got {args.steps}")
     if args.checkpoint_every < 1:
@@ -236,7 +286,7 @@ def cmd_train(args) -> int:
     else:
         path, history = out, train_denoiser(dataset, config, seed=args.seed, checkpoint=out, **common)[1]
     tail = history["loss"][-100:]
-    print(json.dumps({"dataset": dataset.name, "path": str(path), "steps": config.steps, "seed": args.seed,
+    print(json.dumps({**_data_summary(dataset), "path": str(path), "steps": config.steps, "seed": args.seed,
                       "final_loss": sum(tail) / len(tail), "seconds": round(time.perf_counter() - begin, 3),
                       "model_trained": out is None and config == default_config(dataset)
                       and args.seed == DEFAULT_SEED, "config": asdict(config)}))
@@ -342,23 +392,54 @@ def cmd_fid(args) -> int:
 
 # [cmd bench report]
 def _suite_and_out(args):
+    """The suite (restricted to --dataset, or run on --data with --model), its output folder, and the
+    user's opened data and model (None for embedded data)."""
+    from dataclasses import replace
     from pathlib import Path
 
     from .bench.suites import get_suite
     from .io import ensure_writable_dir
 
     suite = get_suite(args.suite)
+    _check_model_arguments(args)
+    user = None
+    if args.dataset is not None:
+        from .data import get_dataset
+
+        get_dataset(args.dataset)  # a known name
+        if args.model is not None:
+            raise InputError("--model applies with --data (a model of your own data); the embedded datasets "
+                             "use their exact or trained models")
+        keep = lambda names: tuple(d for d in names if d == args.dataset)  # noqa: E731
+        suite = replace(suite, name=f"{suite.name}-{args.dataset}", datasets=(args.dataset,),
+                        sweep_datasets=keep(suite.sweep_datasets), train_loss_datasets=keep(suite.train_loss_datasets),
+                        ot_benchmarks=None, bound_checks=None)
+    elif args.data is not None:
+        from .bench.experiment import Experiment, UserData
+
+        experiment = Experiment(data=args.data, value_range=None if args.value_range is None else tuple(args.value_range),
+                                model=args.model, model_config=args.model_config, scheduler=args.scheduler,
+                                features="inception" if args.inception_weights else "raw",
+                                inception_weights=args.inception_weights)
+        user = UserData(experiment, args.device, not args.quiet)
+        name = user.name
+        suite = replace(suite, name=f"{suite.name}-{name}", datasets=(name,),
+                        n_samples={name: max(suite.n_samples.values(), default=1000)}, n_latents={},
+                        sweep_datasets=(), train_loss_datasets=(), ot_benchmarks=None, bound_checks=None,
+                        description=f"{suite.name} suite's samplers, NFEs and seeds on {user.dataset.description}")
+    elif args.value_range is not None or args.inception_weights is not None or args.model is not None:
+        raise InputError("--value-range, --inception-weights and --model apply with --data")
     out = Path(args.out or Path("reports") / suite.name)
     ensure_writable_dir(out)
-    return suite, out
+    return suite, out, user
 
 
 def cmd_bench(args) -> int:
     from .bench.runner import run_suite
     from .io import write_json
 
-    suite, out = _suite_and_out(args)
-    rows = run_suite(suite, out, resume=args.resume, device=args.device, progress=not args.quiet)
+    suite, out, user = _suite_and_out(args)
+    rows = run_suite(suite, out, resume=args.resume, device=args.device, progress=not args.quiet, user=user)
     write_json(out / "work" / "rows.json", rows)
     print(json.dumps({"suite": suite.name, "rows": len(rows), "results": str(out / "work")}))
     return 0
@@ -367,9 +448,57 @@ def cmd_bench(args) -> int:
 def cmd_report(args) -> int:
     from .report.build import build_report
 
-    suite, out = _suite_and_out(args)
-    index = build_report(suite, out, resume=args.resume, device=args.device, progress=not args.quiet)
+    suite, out, user = _suite_and_out(args)
+    index = build_report(suite, out, resume=args.resume, device=args.device, progress=not args.quiet, user=user)
     print(index)
+    return 0
+
+
+# [cmd reproduce]
+def cmd_reproduce(args) -> int:
+    from .report.reproduce import load_config, reproduce
+
+    config = load_config(args.config)
+    device = args.device if args.device_given else config.device
+    result = reproduce(config, device=device, out=args.out, resume=args.resume, progress=not args.quiet,
+                       stage=args.stage)
+    if args.stage == "fit":
+        from .ot.distributed import is_main_process
+
+        if is_main_process():
+            print(json.dumps({"maps": result}))
+    else:
+        print(result)
+    return 0
+
+
+# [cmd fid-stats]
+def cmd_fid_stats(args) -> int:
+    from .metrics.inception import InceptionFeatures, save_fid_stats
+    from .metrics.frechet import feature_statistics
+
+    out = _check_out(args.out, ".npz")
+    if args.n is not None and args.n < 2:
+        raise InputError(f"--n must be >= 2 (a covariance needs two images), got {args.n}")
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
+    dataset = _dataset(args)
+    if len(dataset.shape) != 3:
+        raise InputError(f"Inception statistics need images; {dataset.name} has rows of shape {dataset.shape}")
+    inception = InceptionFeatures(args.inception_weights, device=args.device, batch_size=args.batch_size)
+    x, _ = dataset.data(args.split, args.n)
+    low, high = dataset.value_range
+    features = []
+    from tqdm.auto import tqdm
+
+    for start in tqdm(range(0, x.shape[0], args.batch_size), disable=args.quiet, desc="inception", unit="batch"):
+        rows = x[start:start + args.batch_size]
+        features.append(inception(((rows - low) * (2 / (high - low)) - 1).reshape(-1, *dataset.shape)).cpu())
+    mu, sigma = feature_statistics(torch.cat(features))
+    save_fid_stats(out, mu, sigma, dataset=dataset.name, split=args.split, n=int(x.shape[0]),
+                   weights=str(args.inception_weights), fingerprint=dataset.fingerprint)
+    print(json.dumps({"out": str(out), **_data_summary(dataset), "split": args.split, "n": int(x.shape[0]),
+                      "dim": int(mu.shape[0])}))
     return 0
 
 
@@ -389,7 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _common(sub.add_parser("fit-ot", help="fit the semi-discrete OT map from a noise source to a dataset's "
                                "latents y = x + sigma * eps; writes the OT .npz and prints a JSON summary"))
-    p.add_argument("--dataset", required=True, help="dataset name (see `dpmot datasets`)")
+    _data_arguments(p)
     p.add_argument("--sigma", type=float, required=True, help="latent noise level sigma_star (>= 0)")
     p.add_argument("--source", default="gaussian", choices=["gaussian", "uniform"],
                    help="source measure: N(0, 1) per coordinate (default) or the cube spanning the data range")
@@ -421,7 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _common(sub.add_parser("sample", help=text, description=text,
                                formatter_class=argparse.RawDescriptionHelpFormatter,
                                epilog=f"samplers:\n{samplers}\n\nRow i of x depends only on --seed and i."))
-    p.add_argument("--dataset", required=True, help="a dataset name (see dpmot datasets)")
+    _data_arguments(p)
     p.add_argument("--sampler", required=True, help="a sampler name (listed below)")
     p.add_argument("--nfe", type=int, required=True, help="denoiser calls per sample (DPM-OT: the tail's)")
     p.add_argument("--n", type=int, required=True, help="number of samples")
@@ -430,8 +559,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "fit the preset's map now")
     p.add_argument("--preset", help="a DPM-OT preset name (default, paper) for --sampler dpm-ot: its choices "
                                     "replace the sampler's own (overridden in turn by --option)")
-    p.add_argument("--model", help="exact, trained or a checkpoint FILE (default: exact for GMMs, trained "
-                                   "for digits)")
+    _model_arguments(p, "exact for GMMs, trained for other data")
     p.add_argument("--batch-size", type=int, default=2048, help="rows per batch (default 2048); results do "
                                                                 "not depend on it")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
@@ -447,7 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Without --out the model goes into the cache ($DPMOT_CACHE/models, default ~/.cache/dpmot-bench); "
         "with the default --steps and --seed 0 it is the one `--model trained` uses. The same seed gives "
         "the same weights, and a resumed run ends exactly where an uninterrupted one would.")))
-    p.add_argument("--dataset", required=True, help="a dataset name (see dpmot datasets)")
+    _data_arguments(p)
     p.add_argument("--steps", type=int, help="optimiser steps (default: the dataset's tuned config)")
     p.add_argument("--out", help="write the checkpoint to this .pt file instead of the cache")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
@@ -485,9 +613,37 @@ def build_parser() -> argparse.ArgumentParser:
                             ("report", cmd_report, "run a suite and write OUT/index.md, figures, results.csv/json")):
         p = _common(sub.add_parser(name, help=text, description=text))
         p.add_argument("--suite", default="quick", help="quick (default; < 10 min on 2 cores), full, or tiny")
+        _data_arguments(p, required=False, what="; only this one of the suite's datasets")
+        _model_arguments(p, "trained (a network trained on --data)")
+        p.add_argument("--inception-weights", metavar="FILE", help="--data images: FID / KID in InceptionV3 "
+                       "features from this local weights file (default: Frechet distance of the raw rows)")
         p.add_argument("--out", help="output directory (default reports/SUITE)")
         p.add_argument("--resume", action="store_true", help="keep finished cells of an interrupted run")
         p.set_defaults(run=run)
+
+    # [parser reproduce]
+    text = ("run a paper protocol (model, data splits, presets, NFEs, sample counts, metrics, device) from an "
+            "experiment file and write the report; resumable")
+    p = _common(sub.add_parser("reproduce", help=text, description=text,
+                               epilog="Example files: configs/ (CIFAR-10 and CelebA with NCSNv2, as the reference "
+                                      "code). The file's device is used unless --device is given."))
+    p.add_argument("config", help="the experiment file (.yml / .yaml / .toml)")
+    p.add_argument("--out", help="output directory (default: the file's out)")
+    p.add_argument("--resume", action="store_true", help="keep finished cells of an interrupted run")
+    p.add_argument("--stage", default="all", choices=["all", "fit"], help="fit: only fit the DPM-OT maps (run "
+                   "it under torchrun to share the Monte Carlo out); all (default): the whole protocol")
+    p.set_defaults(run=cmd_reproduce)
+
+    # [parser fid-stats]
+    text = "InceptionV3 reference statistics (mu, sigma) of a data split, in pytorch-fid's .npz format"
+    p = _common(sub.add_parser("fid-stats", help=text, description=text))
+    _data_arguments(p)
+    p.add_argument("--split", default="train", choices=["train", "heldout"], help="the split (default train)")
+    p.add_argument("--n", type=int, help="first N rows (default all; the papers use 50 000 training images)")
+    p.add_argument("--inception-weights", required=True, metavar="FILE", help="local InceptionV3 weights")
+    p.add_argument("--batch-size", type=int, default=100, help="images per forward pass (default 100)")
+    p.add_argument("--out", required=True, help="output .npz (mu, sigma)")
+    p.set_defaults(run=cmd_fid_stats)
     return parser
 
 
@@ -498,6 +654,8 @@ def main(argv: list[str] | None = None) -> int:
         _non_negative_seed(args)
         from .devices import as_device
 
+        given = argv if argv is not None else sys.argv[1:]
+        args.device_given = any(a == "--device" or a.startswith("--device=") for a in given)
         args.device = as_device(args.device)
         return args.run(args)
     except InputError as err:

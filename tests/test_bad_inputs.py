@@ -54,7 +54,7 @@ def cases(src, out):
         (S + ["--out", str(src / "d.npz")], "is a directory"),
         (["train", "--dataset", "gmm-ring8", "--steps", "5", "--out", str(src / "d.pt")], "is a directory"),
         (S + ["--model", str(src / "plain.pkl"), "--out", o], "is not a readable tensor file"),
-        (S + ["--model", str(src / "d.pt"), "--out", o], "is a directory, not a file"),
+        (S + ["--model", str(src / "d.pt"), "--out", o], "has neither model_index.json"),
         (S + ["--model", "", "--out", o], "--model is empty"),
         (["fid", "--samples", str(src / "ok.npz"), "--features", "inception", "--inception-weights",
           str(src / "plain.pkl"), "--dataset", "digits"], "is not a readable tensor file"),

@@ -25,15 +25,30 @@ REFERENCE_SEED = 10_000  # fresh true samples for W2 are drawn from seeds REFERE
 class Context:
     """Memoised set-up shared by the cells of one run."""
 
-    def __init__(self, suite: Suite, work: Path, device: torch.device, progress: bool):
+    def __init__(self, suite: Suite, work: Path, device: torch.device, progress: bool, user=None):
         self.suite, self.work, self.device, self.progress = suite, work, device, progress
-        self.dataset = lru_cache(maxsize=None)(get_dataset)
+        self.user = user  # a UserData (bench/experiment.py): the user's dataset, model and feature space
+        self._named = lru_cache(maxsize=None)(get_dataset)
         self._maps: dict = {}
         self._denoisers: dict = {}
+
+    def dataset(self, name: str):
+        """The dataset called ``name``: the user's (in its model's scale) or an embedded one."""
+        if self.user is not None and name == self.user.name:
+            return self.user.dataset
+        return self._named(name)
+
+    def sampler_options(self, dataset: str, sampler: str) -> dict:
+        """Options every cell of ``sampler`` gets: the grid kept inside a loaded model's sigma range."""
+        if self.user is not None and dataset == self.user.name:
+            return self.user.sampler_options(sampler)
+        return {}
 
     def denoiser(self, dataset: str, model: str | None = None):
         from ..models import default_model, get_denoiser
 
+        if self.user is not None and dataset == self.user.name and model is None:
+            return self.user.choice.denoiser
         model = model or default_model(self.dataset(dataset))
         if (dataset, model) not in self._denoisers:
             self._denoisers[dataset, model] = get_denoiser(self.dataset(dataset), model, device=self.device,
@@ -54,6 +69,7 @@ class Context:
         from dataclasses import replace
 
         from ..ot import SemiDiscreteOT
+        from ..ot.distributed import is_main_process
 
         preset = replace(self.preset(sampler), n_latents=self.suite.latents_for(dataset),
                          **({} if sigma_star is None else {"sigma_star": sigma_star}))
@@ -63,15 +79,23 @@ class Context:
         if key not in self._maps:
             name = "-".join(str(k) for k in key if k not in (None, 0))
             path = self.work / "maps" / f"{name}.npz"
-            if path.exists():
+            given = self.user.maps.get(sampler) if self.is_user(dataset) else None
+            if given is not None:  # fitted elsewhere (e.g. dpmot reproduce --stage fit under torchrun)
+                from ..ot.latents import check_latent_map
+
+                fitted = SemiDiscreteOT.load(given, device=self.device)
+                check_latent_map(fitted, self.dataset(dataset))
+                self._maps[key] = (fitted, None)
+            elif path.exists():
                 self._maps[key] = (SemiDiscreteOT.load(path, device=self.device), None)
             else:
                 start = time.perf_counter()
                 fitted = preset.fit(self.dataset(dataset), nfe if budget else None, seed=0, device=self.device,
                                     progress=self.progress)
                 seconds = time.perf_counter() - start
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fitted.save(path, **fitted.meta_)
+                if is_main_process():  # under torchrun every process fits the same map; one writes it
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    fitted.save(path, **fitted.meta_)
                 self._maps[key] = (fitted, seconds)
         return self._maps[key]
 
@@ -85,9 +109,46 @@ class Context:
     def split(self, dataset: str, split: str) -> torch.Tensor:
         return self.dataset(dataset).data(split)[0]
 
+    def is_user(self, dataset: str) -> bool:
+        return self.user is not None and dataset == self.user.name
+
+    def features(self, dataset: str, x: torch.Tensor) -> torch.Tensor:
+        """Quality features of rows of ``dataset``: the digits classifier's, or the user's feature space."""
+        if self.is_user(dataset):
+            return self.user.features(x)
+        with torch.no_grad():
+            return self.classifier.features(x.to(self.device)).cpu()
+
+    def probs(self, dataset: str, x: torch.Tensor) -> torch.Tensor | None:
+        """Class probabilities for the mode-mixture ratio (None: no classifier for this dataset)."""
+        if self.is_user(dataset):
+            return self.user.probs(x)
+        with torch.no_grad():
+            return self.classifier.probs(x.to(self.device)).cpu()
+
     @lru_cache(maxsize=None)
-    def train_features(self) -> torch.Tensor:
-        return self.classifier.features(self.split("digits", "train").to(self.device)).cpu()
+    def train_features(self, dataset: str = "digits") -> torch.Tensor:
+        if self.is_user(dataset):
+            return self.user.train_features
+        return self.features(dataset, self.split(dataset, "train"))
+
+    @lru_cache(maxsize=None)
+    def reference_statistics(self, dataset: str):
+        """(mu, sigma) the FID of ``dataset``'s samples is measured against (train features)."""
+        from ..metrics.frechet import feature_statistics
+
+        if self.is_user(dataset):
+            return self.user.reference_statistics
+        return feature_statistics(self.train_features(dataset))
+
+    def audits_in_features(self, dataset: str) -> bool:
+        """The memorisation audit runs in the user's Inception features (else on the rows themselves)."""
+        return self.is_user(dataset) and self.user.experiment.features != "raw"
+
+    @lru_cache(maxsize=None)
+    def audit_split(self, dataset: str, split: str) -> torch.Tensor:
+        """A split as the memorisation audit sees it."""
+        return self.user.features_of(split) if self.audits_in_features(dataset) else self.split(dataset, split)
 
     @lru_cache(maxsize=None)
     def heldout_memorisation(self, dataset: str) -> dict:
@@ -95,7 +156,7 @@ class Context:
         every sample set of ``dataset`` is compared with."""
         from ..metrics import memorisation
 
-        heldout, train = self.split(dataset, "heldout"), self.split(dataset, "train")
+        heldout, train = self.audit_split(dataset, "heldout"), self.audit_split(dataset, "train")
         return memorisation(heldout, train=train, heldout=heldout)
 
     def reference(self, dataset: str, n: int, seed: int) -> torch.Tensor:

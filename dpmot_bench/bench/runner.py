@@ -49,17 +49,18 @@ def expand(suite: Suite) -> list[Cell]:
 
 
 def run_suite(suite: Suite, out: str | Path, *, resume: bool = False, device="cpu", progress: bool = True,
-              cells: list[Cell] | None = None) -> list[dict]:
+              cells: list[Cell] | None = None, user=None) -> list[dict]:
     """Run (or, with ``resume``, finish) ``suite`` into ``out``; returns every stored row. One run at a
-    time per folder: a second one gets an InputError (its lock: ``out/work/.lock``)."""
+    time per folder: a second one gets an InputError (its lock: ``out/work/.lock``). ``user``: a
+    :class:`~dpmot_bench.bench.experiment.UserData` whose dataset the suite names."""
     device = as_device(device)  # before the lock creates anything
     with exclusive_lock(Path(out) / "work" / LOCK_NAME, f"run folder {str(out)!r}", wait=False):
-        return _run_suite(suite, out, resume, device, progress, cells)
+        return _run_suite(suite, out, resume, device, progress, cells, user)
 
 
-def _run_suite(suite, out, resume, device, progress, cells) -> list[dict]:
+def _run_suite(suite, out, resume, device, progress, cells, user) -> list[dict]:
     store = ResultStore(Path(out) / "work", resume=resume)
-    ctx = Context(suite, store.directory, torch.device(device), progress)
+    ctx = Context(suite, store.directory, torch.device(device), progress, user)
     todo = [c for c in (cells if cells is not None else expand(suite)) if not store.done(c)]
     record = provenance(device=device)
     bar = tqdm(todo, desc=f"suite {suite.name}", unit="cell", disable=not progress, dynamic_ncols=True)

@@ -36,6 +36,9 @@ class Suite:
     ot_benchmarks: str | None = None  # "quick" / "full" OT kernel and solver benchmarks
     bound_checks: str | None = None  # "quick" / "full" error-bound checks
     floor_repeats: int = 5
+    claim_nfe: int = 10  # the claims table: DPM-OT at this NFE ...
+    reference_nfe: int = 50  # ... against the best ODE sampler at this one
+    regenerate: str | None = None  # the command that regenerates the report (default: dpmot report --suite NAME)
 
     def latents_for(self, dataset: str) -> int | None:
         return self.n_latents.get(dataset)

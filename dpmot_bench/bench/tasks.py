@@ -19,19 +19,26 @@ def _draw(ctx: Context, cell: Cell, sigma_star: float | None = None):
         ot_map = ctx.ot_map(cell.dataset, cell.method, cell.nfe, sigma_star)[0]
     n = dict(cell.params)["n"]
     result = generate(ctx.dataset(cell.dataset), cell.method, cell.nfe, n, cell.seed,
-                      ctx.denoiser(cell.dataset), ot_map=ot_map, device=ctx.device, progress=False)
+                      ctx.denoiser(cell.dataset), ot_map=ot_map, device=ctx.device, progress=False,
+                      **ctx.sampler_options(cell.dataset, cell.method))
     return result.x, result.index, result.nfe_spent, result.seconds, ot_map
 
 
 def _quality(ctx: Context, cell: Cell, x: torch.Tensor, ot_map) -> tuple[dict, dict]:
     """Metrics of a sample set, and the per-sample arrays worth keeping for figures."""
-    from ..metrics import (frechet_distance, gmm_mode_metrics, memorisation, mode_mixture_curve,
-                           precision_recall_density_coverage, w2)
+    from ..metrics import (feature_statistics, frechet_distance_from_stats, gmm_mode_metrics, memorisation,
+                           mode_mixture_curve, precision_recall_density_coverage, w2)
 
     dataset = ctx.dataset(cell.dataset)
     targets = None if ot_map is None else ot_map.targets_.cpu()
     baseline = ctx.heldout_memorisation(cell.dataset)
-    memo = memorisation(x, targets=targets, train=ctx.split(cell.dataset, "train"), threshold=baseline["threshold"])
+    if ctx.audits_in_features(cell.dataset):  # the user's Inception features
+        # the latents' clean source set (their held-out rows) stands for the targets in feature space
+        latent_rows = None if ot_map is None else ctx.audit_split(cell.dataset, "heldout")[:targets.shape[0]]
+        memo = memorisation(ctx.features(cell.dataset, x), targets=latent_rows,
+                            train=ctx.audit_split(cell.dataset, "train"), threshold=baseline["threshold"])
+    else:
+        memo = memorisation(x, targets=targets, train=ctx.split(cell.dataset, "train"), threshold=baseline["threshold"])
     row = {"nn_train_median": float(np.median(memo["nn_to_train"])),
            "copy_rate_train": memo["copy_rate_train"], "ratio_copy_rate_train": memo["ratio_copy_rate_train"],
            "baseline_copy_rate": baseline["baseline_copy_rate"], "copy_threshold": baseline["threshold"]}
@@ -47,15 +54,18 @@ def _quality(ctx: Context, cell: Cell, x: torch.Tensor, ot_map) -> tuple[dict, d
                                           "n_modes", "kl", "tv")})
         row["w2"] = w2(x, ctx.reference(cell.dataset, x.shape[0], cell.seed))
     else:
-        classifier = ctx.classifier
-        with torch.no_grad():
-            probs = classifier.probs(x.to(ctx.device)).cpu()
-            features = classifier.features(x.to(ctx.device)).cpu()
-        row["fd"] = frechet_distance(features, ctx.train_features())
-        row.update({f"mmr_{lam:g}": v for lam, v in mode_mixture_curve(probs).items()})
-        row["mmr"] = row["mmr_0.2"]
-        prdc = precision_recall_density_coverage(ctx.train_features(), features, k=3)
-        row.update(prdc)
+        features = ctx.features(cell.dataset, x)
+        row["fd"] = frechet_distance_from_stats(*feature_statistics(features), *ctx.reference_statistics(cell.dataset))
+        probs = ctx.probs(cell.dataset, x)
+        if probs is not None:
+            row.update({f"mmr_{lam:g}": v for lam, v in mode_mixture_curve(probs).items()})
+            row["mmr"] = row["mmr_0.2"]
+        train_features = ctx.train_features(cell.dataset)
+        row.update(precision_recall_density_coverage(train_features, features, k=3))
+        if ctx.is_user(cell.dataset) and ctx.user.experiment.kid:
+            from ..metrics.kid import kernel_inception_distance
+
+            row.update(kernel_inception_distance(features, train_features))
     return row, arrays
 
 
@@ -80,17 +90,17 @@ def sigma_star_task(ctx: Context, cell: Cell) -> dict:
 
 def floor_task(ctx: Context, cell: Cell) -> dict:
     """What a perfect sampler scores: true samples measured like generated ones."""
-    from ..metrics import frechet_distance, mode_mixture_ratio, w2_floor
+    from ..metrics import feature_statistics, frechet_distance_from_stats, mode_mixture_ratio, w2_floor
 
     dataset, n = ctx.dataset(cell.dataset), dict(cell.params)["n"]
     if dataset.mixture is not None:
         floor = w2_floor(lambda m, s: dataset.sample(m, seed=s), n, seed=cell.seed, repeats=ctx.suite.floor_repeats)
         return {"metric": "w2", "floor": floor["mean"], "floor_std": floor["std"], "method_w2": floor["method"]}
-    heldout = ctx.split(cell.dataset, "heldout")[:dict(cell.params)["n"]].to(ctx.device)  # as many as samples
-    with torch.no_grad():
-        features, probs = ctx.classifier.features(heldout).cpu(), ctx.classifier.probs(heldout).cpu()
-    return {"metric": "fd", "floor": frechet_distance(features, ctx.train_features()),
-            "floor_mmr": mode_mixture_ratio(probs), "n_heldout": heldout.shape[0]}
+    heldout = ctx.split(cell.dataset, "heldout")[:dict(cell.params)["n"]]  # as many as samples
+    features, probs = ctx.features(cell.dataset, heldout), ctx.probs(cell.dataset, heldout)
+    return {"metric": "fd", "floor": frechet_distance_from_stats(*feature_statistics(features),
+                                                                 *ctx.reference_statistics(cell.dataset)),
+            "floor_mmr": None if probs is None else mode_mixture_ratio(probs), "n_heldout": heldout.shape[0]}
 
 
 MASS_CHECK_SAMPLES = 2 ** 22

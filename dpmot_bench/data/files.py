@@ -256,7 +256,7 @@ def _load_npz(path: Path, options: dict) -> Dataset:
                 return from_array(get("x"), get("labels"), **options)
         except (ValueError, OSError, EOFError) as err:
             if isinstance(err, InputError):
-                raise InputError(f"{str(path)!r}: {err}") from None
+                raise type(err)(f"{str(path)!r}: {err}") from None  # the same kind, with the file named
             raise CorruptFileError(f"{str(path)!r} is damaged ({str(err).splitlines()[0] if str(err) else err!r})") from None
     raise CorruptFileError(f"{str(path)!r} has arrays {', '.join(names) or 'none'}; expected x (and optionally "
                            "labels), or train and heldout (or test)")
@@ -299,12 +299,17 @@ def _images_of(root: Path) -> tuple[np.ndarray, np.ndarray | None, list[Path]]:
                              f"{_describe(image)}; resize them to one size first")
         stack[i] = image
     relative = [f.relative_to(root) for f in files]
-    if all(len(r.parts) >= 2 for r in relative):
-        classes = sorted({r.parts[0] for r in relative})
-        labels = np.array([classes.index(r.parts[0]) for r in relative], dtype=np.int64)
-    else:
-        labels = None
-    return stack, labels, files
+    classes = [r.parts[0] for r in relative] if all(len(r.parts) >= 2 for r in relative) else None
+    return stack, classes, files
+
+
+def _class_labels(*per_split: list[str] | None) -> list[np.ndarray | None]:
+    """Labels from class-folder names, one numbering over every split (sorted names); none unless every
+    split is sorted into class folders."""
+    if any(names is None for names in per_split):
+        return [None] * len(per_split)
+    classes = sorted(set().union(*per_split))
+    return [np.array([classes.index(n) for n in names], dtype=np.int64) for names in per_split]
 
 
 def _describe(image: np.ndarray) -> str:
@@ -315,13 +320,12 @@ def _load_folder(path: Path, options: dict) -> Dataset:
     parts = {p.name: p for p in path.iterdir() if p.is_dir()}
     heldout = parts.get("heldout") or parts.get("test")
     if "train" in parts and heldout is not None:
-        x, labels, _ = _images_of(parts["train"])
-        x_ho, labels_ho, _ = _images_of(heldout)
-        if (labels is None) != (labels_ho is None):
-            labels = labels_ho = None  # classes only when both splits are sorted into class folders
+        x, names, _ = _images_of(parts["train"])
+        x_ho, names_ho, _ = _images_of(heldout)
+        labels, labels_ho = _class_labels(names, names_ho)
         return from_array(x, labels, heldout=x_ho, heldout_labels=labels_ho, **options)
-    x, labels, _ = _images_of(path)
-    return from_array(x, labels, **options)
+    x, names, _ = _images_of(path)
+    return from_array(x, _class_labels(names)[0], **options)
 
 
 def from_path(path: str | os.PathLike, *, name: str | None = None, value_range=None, scale_to=None,

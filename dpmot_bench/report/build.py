@@ -21,7 +21,7 @@ from ..stats import summarise
 from . import figures, ot_section
 from .claims import claims_table
 
-SAMPLE_METRICS = ["w2", "fd", "high_quality", "between_modes", "outliers", "modes_covered", "kl", "tv", "mmr",
+SAMPLE_METRICS = ["w2", "fd", "kid_mean", "high_quality", "between_modes", "outliers", "modes_covered", "kl", "tv", "mmr",
                   "precision", "recall", "density", "coverage", "copy_rate_train", "copy_rate_targets",
                   "ratio_copy_rate_train", "ratio_copy_rate_targets", "baseline_copy_rate", "nn_train_median",
                   "nn_targets_median", "nfe_spent", "sample_seconds", "per_sample_ms"]
@@ -40,17 +40,23 @@ def _pivot(summary: pd.DataFrame, dataset: str, metric: str) -> pd.DataFrame:
 
 
 class Report:
-    def __init__(self, suite: Suite, out: Path, rows: list[dict], seconds: float, device: str):
+    def __init__(self, suite: Suite, out: Path, rows: list[dict], seconds: float, device: str, user=None):
         self.suite, self.out, self.rows, self.seconds, self.device = suite, out, rows, seconds, device
+        self.user = user  # a UserData: the user's dataset and model (dpmot reproduce, report --data)
         self.fig_dir = out / "figures"
         self.work = out / "work"
         self.parts: list[str] = []
         self.samples = _frame(rows, "sample")
-        self.gmm = {d: get_dataset(d).mixture is not None for d in suite.datasets}
+        self.gmm = {d: self.dataset(d).mixture is not None for d in suite.datasets}
         self.summary = (summarise(self.samples, ["dataset", "method", "nfe"], SAMPLE_METRICS)
                         if not self.samples.empty else pd.DataFrame())
         floors = _frame(rows, "floor")
         self.floors = dict(zip(floors.dataset, floors.floor)) if not floors.empty else {}
+
+    def dataset(self, name: str):
+        if self.user is not None and name == self.user.name:
+            return self.user.dataset
+        return get_dataset(name)
 
     def add(self, text: str) -> None:
         self.parts.append(text.rstrip() + "\n")
@@ -62,9 +68,10 @@ class Report:
     def header(self) -> None:
         s = self.suite
         record = provenance(device=self.device)
+        command = (f"`{s.regenerate}`" if s.regenerate else
+                   f"`dpmot report --suite {s.name} --out {self.out}` (`make report` for the quick suite)")
         self.add(f"# dpmot-bench report: suite `{s.name}`\n\n"
-                 f"Regenerate with `dpmot report --suite {s.name} --out {self.out}` "
-                 f"(`make report` for the quick suite). {s.description}.\n\n"
+                 f"Regenerate with {command}. {s.description}.\n\n"
                  "All numbers below come from this run; nothing is copied from papers. Means are over seeds "
                  "with 95% Student-t confidence intervals (`mean ± half-width`). DPM-OT's one-off cost (latents + "
                  "OT fit) is reported separately from the per-sample cost; NFE counts denoiser calls actually "
@@ -78,10 +85,22 @@ class Report:
                       "in this invocation)", __version__, record["torch"],
                       record["git_commit"], record["time_utc"]]})
         self.add(markdown_table(setup))
-        self.add("Models: the exact denoiser for the Gaussian mixtures (score error exactly zero); for `digits` "
-                 "a small UNet trained on the train split (`dpmot train`). Quality: W2 to fresh true samples "
-                 "(GMMs; exact `ot.emd2`) and Frechet distance on the features of a digits classifier trained on "
-                 "the train split (digits), each next to its floor: the same metric for true data.")
+        if self.user is not None:
+            exp = self.user.experiment
+            space = ("InceptionV3 pool3 features (FID), with KID" if exp.features == "inception" else
+                     "the raw rows (comparable within this report only; give Inception weights for FID)")
+            reference = (f"the statistics in `{Path(exp.fid_stats).name}`" if exp.fid_stats else "the train split")
+            self.add(f"Model: {self.user.choice.description}. Data: {self.user.dataset.description}. Quality: "
+                     f"Frechet distance in {space} against {reference}, next to its floor (the held-out split "
+                     "measured the same way); precision / recall / density / coverage (k = 3) in the same "
+                     "features" + ("; mode-mixture ratio from the given classifier (lambda rule of the "
+                                   "reference code)" if exp.classifier else "; no classifier given, so no "
+                                   "mode-mixture ratio") + ".")
+        else:
+            self.add("Models: the exact denoiser for the Gaussian mixtures (score error exactly zero); for `digits` "
+                     "a small UNet trained on the train split (`dpmot train`). Quality: W2 to fresh true samples "
+                     "(GMMs; exact `ot.emd2`) and Frechet distance on the features of a digits classifier trained on "
+                     "the train split (digits), each next to its floor: the same metric for true data.")
 
     def _compute_minutes(self) -> float:
         frame = pd.DataFrame(self.rows)
@@ -92,7 +111,8 @@ class Report:
             return
         fits = _frame(self.rows, "ot-fit")
         bound = _frame(self.rows, "bound")
-        table = claims_table(self.summary, self.floors, self.gmm, fits, bound if not bound.empty else None)
+        table = claims_table(self.summary, self.floors, self.gmm, fits, bound if not bound.empty else None,
+                             nfe=self.suite.claim_nfe, reference_nfe=self.suite.reference_nfe)
         self.add("## Paper claims\n\nEach verdict is computed from this run by the stated test; the DPM-OT paper's "
                  "own tables were not available, so its numbers are \"not available\" and are not compared.\n")
         self.add(markdown_table(table))
@@ -102,7 +122,9 @@ class Report:
             return
         self.add("## Quality against NFE\n")
         floors = pd.DataFrame({"dataset": list(self.floors), "floor": list(self.floors.values())})
-        for gmm, metric, label in ((True, "w2", "W2 to true samples"), (False, "fd", "Frechet distance (classifier features)")):
+        features = ("classifier" if self.user is None else
+                    "Inception" if self.user.experiment.features == "inception" else "raw-row")
+        for gmm, metric, label in ((True, "w2", "W2 to true samples"), (False, "fd", f"Frechet distance ({features} features)")):
             part = self.samples[[self.gmm[d] == gmm for d in self.samples.dataset]]
             if part.empty or metric not in part:
                 continue
@@ -111,6 +133,10 @@ class Report:
             for d in sorted(part.dataset.unique()):
                 self.add(f"**{d}**: {label} (floor {self.floors.get(d, math.nan):.3g})\n")
                 self.add(markdown_table(_pivot(self.summary, d, metric)))
+                if metric == "fd" and "kid_mean" in self.summary and self.summary.kid_mean.notna().any():
+                    self.add(f"**{d}**: KID (unbiased polynomial-kernel MMD^2 in the same features, subsets as "
+                             "torch-fidelity's)\n")
+                    self.add(markdown_table(_pivot(self.summary, d, "kid_mean")))
 
     def mode_mixture(self) -> None:
         if self.summary.empty:
@@ -175,7 +201,9 @@ class Report:
     def _heldout_nn(self, dataset: str) -> np.ndarray:
         from ..metrics import memorisation
 
-        data = get_dataset(dataset)
+        if self.user is not None and dataset == self.user.name and self.user.experiment.features != "raw":
+            return memorisation(self.user.features_of("heldout"), train=self.user.features_of("train"))["nn_to_train"]
+        data = self.dataset(dataset)
         return memorisation(data.data("heldout")[0], train=data.data("train")[0])["nn_to_train"]
 
     def sigma_star(self) -> None:
@@ -186,7 +214,7 @@ class Report:
 
         defaults = []
         for dataset in sorted(sweep["dataset"].unique()):
-            data = get_dataset(dataset)
+            data = self.dataset(dataset)
             low, high = data_range(data)
             level = PRESETS["default"].sigma_star_for(data)
             defaults.append(f"{dataset} {level:.3g} (sigma_rel {level / (high - low):.3g})")
@@ -233,21 +261,21 @@ class Report:
                 continue
             order = sorted(samples, key=lambda m: (not m.startswith("dpm-ot"), m))
             samples = {m: samples[m] for m in order}
-            data = get_dataset(d)
+            data = self.dataset(d)
             if data.dim == 2:
                 reference = data.sample(len(next(iter(samples.values()))), seed=99)[0].numpy()
                 path = figures.scatter_grid(samples, reference, f"{d}: samples at NFE {nfe}",
                                             self.fig_dir / f"samples-{d}.png")
-            elif d == "digits":
-                path = figures.digit_grid({"held-out data": data.data("heldout", 16)[0].numpy(), **samples},
-                                          self.fig_dir / f"samples-{d}.png")
+            elif len(data.shape) == 3 and data.value_range is not None:
+                path = figures.image_grid({"held-out data": data.data("heldout", 16)[0].numpy(), **samples},
+                                          self.fig_dir / f"samples-{d}.png", data.shape, data.value_range)
             else:
                 continue
             self.figure(path, f"{d}: samples of every sampler at NFE {nfe}")
         for d in self.suite.datasets:
             map_path = self.work / "maps" / f"{d}-dpm-ot.npz"
             sample_path = self.work / "samples" / f"sample-{d}-dpm-ot.npz"
-            if get_dataset(d).dim == 2 and map_path.exists() and sample_path.exists():
+            if self.dataset(d).dim == 2 and map_path.exists() and sample_path.exists():
                 from ..ot import SemiDiscreteOT
 
                 with np.load(sample_path, allow_pickle=False) as arrays:
@@ -327,7 +355,8 @@ class Report:
         return index
 
 
-def build_report(suite: Suite, out: str | Path, *, resume: bool = False, device="cpu", progress=True) -> Path:
+def build_report(suite: Suite, out: str | Path, *, resume: bool = False, device="cpu", progress=True,
+                 user=None) -> Path:
     """Run ``suite`` into ``out`` and write the report there. Temp files that killed runs left anywhere
     under ``out`` are removed first (those of a live concurrent run are kept), so an interrupted run
     resumed with ``resume`` ends with exactly the files of an uninterrupted one."""
@@ -337,6 +366,6 @@ def build_report(suite: Suite, out: str | Path, *, resume: bool = False, device=
         remove_stale_temps(out)
         ensure_writable_dir(out / "figures")
         start = time.perf_counter()
-        rows = run_suite(suite, out, resume=resume, device=device, progress=progress)
-        return Report(suite, out, rows, time.perf_counter() - start, str(device)).write()
+        rows = run_suite(suite, out, resume=resume, device=device, progress=progress, user=user)
+        return Report(suite, out, rows, time.perf_counter() - start, str(device), user).write()
 

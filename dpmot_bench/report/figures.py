@@ -60,12 +60,26 @@ def scatter_grid(samples: dict[str, np.ndarray], reference: np.ndarray, title: s
 
 def digit_grid(samples: dict[str, np.ndarray], path: Path, per_method: int = 16) -> Path:
     """A row of 8x8 digits per method (values in [-1, 1])."""
+    return image_grid(samples, path, (1, 8, 8), (-1.0, 1.0), per_method)
+
+
+def image_grid(samples: dict[str, np.ndarray], path: Path, shape: tuple[int, int, int],
+               value_range: tuple[float, float], per_method: int = 16) -> Path:
+    """A row of images per method: flat rows of ``shape`` (C, H, W) with values in ``value_range``."""
+    channels, height, width = shape
+    low, high = value_range
     names = list(samples)
-    fig, axes = plt.subplots(len(names), 1, figsize=(per_method * 0.45, 0.62 * len(names)), squeeze=False)
+    scale = max(0.45, width / 18)
+    fig, axes = plt.subplots(len(names), 1, figsize=(per_method * scale, 0.62 * len(names) * scale / 0.45),
+                             squeeze=False)
     for ax, name in zip(axes[:, 0], names):
-        x = np.clip(samples[name][:per_method].reshape(-1, 8, 8), -1, 1)
-        strip = np.concatenate([np.pad(img, 1, constant_values=1) for img in x], axis=1)
-        ax.imshow(strip, cmap="gray_r", vmin=-1, vmax=1)
+        x = (np.clip(samples[name][:per_method].reshape(-1, *shape), low, high) - low) / (high - low)
+        x = x.transpose(0, 2, 3, 1)  # (n, H, W, C)
+        strip = np.concatenate([np.pad(img, ((1, 1), (1, 1), (0, 0)), constant_values=1) for img in x], axis=1)
+        if channels == 1:
+            ax.imshow(strip[..., 0], cmap="gray_r", vmin=0, vmax=1)  # as the digits: high values dark
+        else:
+            ax.imshow(strip)
         ax.set_xticks([]), ax.set_yticks([])
         ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
     return save(fig, path)

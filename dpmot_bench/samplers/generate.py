@@ -90,6 +90,44 @@ def sampler_options(sampler: str | Preset, values: Mapping):
     return sampler, plan_options(sampler, values)
 
 
+def within_model_range(sampler: str, values: Mapping, sigma_min: float | None, sigma_max: float | None) -> dict:
+    """``values`` with the grid's ends moved into a loaded model's trained range ``[sigma_min, sigma_max]``
+    where the user left them to the sampler's defaults (EDM's 80 .. 0.002; a DPM-OT tail's end), with a
+    warning naming what moved. A model queried outside its range only sees clamped timesteps (diffusers)
+    or extrapolates (NCSNv2's s = net(x) / sigma), so the grid is kept inside it. Ends the user set stay."""
+    from .plans import LANGEVIN_SIGMA_MIN, SIGMA_MAX, SIGMA_MIN
+
+    values = dict(values)
+    if sigma_min is None or sigma_max is None or sampler in DIFFUSERS_SAMPLERS:
+        return values  # diffusers samplers run on the model's own discrete schedule
+    moved = []
+    if sampler in DPMOT_SAMPLERS or isinstance(sampler, Preset):
+        tail = values.get("tail", dpmot.get_preset(DPMOT_SAMPLERS.get(sampler, "default")
+                                                   if isinstance(sampler, str) else sampler).tail)
+        # the tail ends at min(0.002, sigma_star / 10): certainly below a model range starting above 0.002
+        if tail != dpmot.NCSN_TAIL and "sigma_min" not in values and sigma_min > SIGMA_MIN:
+            values["sigma_min"] = sigma_min
+            moved.append(f"the tail's sigma_min -> {sigma_min:.4g}")
+        return _warn_moved(values, moved, sigma_min, sigma_max)
+    if "sigma_max" not in values and SIGMA_MAX > sigma_max:
+        values["sigma_max"] = sigma_max
+        moved.append(f"sigma_max {SIGMA_MAX:g} -> {sigma_max:.4g}")
+    default_min = LANGEVIN_SIGMA_MIN if sampler == "langevin" else SIGMA_MIN
+    if "sigma_min" not in values and default_min < sigma_min:
+        values["sigma_min"] = sigma_min
+        moved.append(f"sigma_min {default_min:g} -> {sigma_min:.4g}")
+    return _warn_moved(values, moved, sigma_min, sigma_max)
+
+
+def _warn_moved(values: dict, moved: list, sigma_min: float, sigma_max: float) -> dict:
+    import warnings
+
+    if moved:
+        warnings.warn(f"the model was trained on sigma in [{sigma_min:.4g}, {sigma_max:.4g}]: the sampler's grid "
+                      f"is clipped into it ({'; '.join(moved)})", stacklevel=3)
+    return values
+
+
 @dataclass
 class SamplingPlan:
     """A checked sampler for one dataset and budget: :meth:`sample` draws rows. Made by :func:`prepare`."""
