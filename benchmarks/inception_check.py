@@ -4,7 +4,8 @@ No real weights file exists here, so both networks load one random state dict (`
 saved in the published files' key layout) and extract pool3 features of the same uint8 images; the script
 prints the largest absolute and relative differences of the features and of the TF1 resize, the
 seconds each took, and our KID against torch-fidelity's ``kid_features_to_metric`` on the same features
-and seed (its module imported with a stub for the torchvision-bound ``torch_fidelity.utils``). torch-fidelity is not installed (its package ``__init__`` imports torchvision, whose
+and seed (its module imported with a stub for the torchvision-bound ``torch_fidelity.utils``).
+torch-fidelity is not installed (its package ``__init__`` imports torchvision, whose
 wheels do not load with this torch): point ``--torch-fidelity`` at its wheel or unpacked wheel
 (``pip download torch-fidelity --no-deps -d /tmp/tf``). Its ``feature_extractor_inceptionv3`` module itself
 needs only torch, so it is imported without running the package ``__init__`` (a bare package object whose
@@ -12,6 +13,11 @@ needs only torch, so it is imported without running the package ``__init__`` (a 
 ``inception.py`` imports torchvision at the top and subclasses torchvision's ``InceptionA/C/E``.
 
     .venv/bin/python benchmarks/inception_check.py --torch-fidelity /tmp/tf/torch_fidelity-0.4.0-py3-none-any.whl
+
+Measured 2026-12-06 (torch 2.13.0+cpu, torch-fidelity 0.4.0, one thread): pool3 features and the TF1 resize
+bitwise equal to torch-fidelity's for 2-4 random uint8 images of 24, 32, 64, 299 and 400 pixels a side
+(seeds 0-2); KID (20 subsets of 100, d = 64) within 7e-5 relative of torch-fidelity's (it sums float32
+kernels, we float64); about 0.2-0.25 s per image either way.
 """
 from __future__ import annotations
 

@@ -45,6 +45,8 @@ class InceptionFeatures:
                  preprocessing: str = "auto"):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        if not isinstance(weights_path, (str, os.PathLike)) or not str(weights_path):
+            raise InputError(f"weights_path must be a file path, got {weights_path!r}")
         self.device, self.batch_size = as_device(device), batch_size
         network, self.key_format = load_fid_inception(Path(weights_path))
         self.preprocessing = choose_preprocessing(weights_path, self.key_format, preprocessing)

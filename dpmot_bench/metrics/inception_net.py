@@ -389,7 +389,9 @@ def random_fid_inception(seed: int = 0, num_classes: int | None = NUM_CLASSES, c
     real file: same keys and shapes). Convolutions keep torch's default initialisation, BN scales are drawn
     from U(0.5, 1.5) and shifts from N(0, 0.1^2); then every BN's running mean and variance are set to the
     batch statistics of its input on ``calibration_images`` random 32 x 32 images in [-1, 1] upsampled
-    to 299 (one train-mode pass with cumulative averaging), so each BN standardises its input as trained weights do. Eval mode."""
+    to 299 (one train-mode pass with cumulative averaging), so each BN standardises its input as trained
+    weights do. Returned in eval mode. Use it to test plumbing (e.g. the CLI) without the real file:
+    ``torch.save(random_fid_inception().state_dict(), path)`` is a file that loads like the real ones."""
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
