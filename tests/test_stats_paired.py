@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, strategies as st
 from scipy import stats
 
@@ -257,6 +258,17 @@ def test_interval_and_p_value_of_a_bootstrap_result_use_its_replicates():
     assert d.p_value(d.estimate + 10, "less") == 0.0 and d.p_value(d.estimate - 10, "less") == 1.0
     with pytest.raises(ValueError):
         d.replicates[0] = 0.0  # read-only
+
+
+def test_torch_inputs_give_the_numpy_results():
+    rng = np.random.default_rng(11)
+    a, b = correlated_arms(rng, 5, 0.1, 0.5, size=30)
+    assert paired_difference(torch.from_numpy(a[:, 0]), torch.from_numpy(b[:, 0])) == paired_difference(a[:, 0], b[:, 0])
+    as_tensors = paired_difference([torch.from_numpy(r) for r in a], [torch.from_numpy(r) for r in b], n_boot=200)
+    assert as_tensors == paired_difference(list(a), list(b), n_boot=200)
+    rows = paired_difference([torch.from_numpy(r) for r in a], [torch.from_numpy(r) for r in b], n_boot=200,
+                             statistic=lambda x: float(x.mean()))
+    assert rows.estimate == pytest.approx(as_tensors.estimate, rel=1e-12)
 
 
 def test_bad_inputs_say_what_is_wrong():
