@@ -358,6 +358,25 @@ def test_features_and_kid_equal_torch_fidelitys(tmp_path):
     assert abs(result["kid_std_ours"] - result["kid_std_torch_fidelity"]) < 1e-5
 
 
+PYTORCH_FID_WHEELS = [os.environ.get("DPMOT_TORCHVISION_WHEEL", ""), os.environ.get("DPMOT_PYTORCH_FID", "")]
+
+
+@pytest.mark.skipif(not all(w and Path(w).exists() for w in PYTORCH_FID_WHEELS),
+                    reason="pytorch-fid needs torchvision, which does not load with this torch; set "
+                           "DPMOT_TORCHVISION_WHEEL and DPMOT_PYTORCH_FID to their wheels (pip download "
+                           "torchvision==0.28.0 pytorch-fid --no-deps) to run it on torchvision's Python files")
+def test_features_equal_pytorch_fids_on_the_same_weights(tmp_path):
+    out = tmp_path / "check.json"
+    args = [sys.executable, str(ROOT / "benchmarks" / "inception_check.py"), "--no-torch-fidelity", "--n", "2",
+            "--size", "24", "--torchvision", PYTORCH_FID_WHEELS[0], "--pytorch-fid", PYTORCH_FID_WHEELS[1],
+            "--json", str(out)]
+    subprocess.run(args, check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    result = json.loads(out.read_text())
+    assert result["pytorch_fid_keys_equal"] and result["pytorch_fid_wrapper_layout"] == "pytorch-fid-module"
+    assert result["pytorch_fid_features_max_abs_diff"] <= 1e-5 * result["pytorch_fid_features_max_abs"]
+    assert result["pytorch_fid_wrapper_features_bitwise_equal"]
+
+
 # ------------------------------------------------------------------------------------------ statistics
 def test_statistics_and_their_file(tmp_path):
     feats = torch.randn(50, 6, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
