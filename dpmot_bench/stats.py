@@ -91,7 +91,8 @@ class PairedDifference:
         H0: ``diff <= boundary`` against H1: ``diff > boundary`` (``"greater"``).
 
         t / normal / bootstrap-t: ``F((estimate - boundary) / se)`` with F the t_df (normal) cdf, or its
-        survival function. Percentile bootstrap: the share of replicates on H0's side of the boundary, ``P*(theta* >= boundary)``
+        survival function. Percentile bootstrap: the share of replicates on H0's side of the boundary,
+        ``P*(theta* >= boundary)``
         (``"less"``), the p-value that the percentile interval inverts (the (1 - 2 alpha) percentile CI lies
         below the boundary exactly when this share is below alpha, up to quantile interpolation)."""
         if alternative not in ("less", "greater"):

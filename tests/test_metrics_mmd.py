@@ -44,7 +44,8 @@ def test_closed_form_kernel_means_match_monte_carlo(mix, l):
     y2 = mixture.sample(n, seed + 1)[0].double().numpy()
     # points where the mixture has mass: far out, E k(x, y) is a rare-event mean whose sample std says
     # nothing about its error
-    x = mixture.sample(3, seed + 2)[0].double().numpy() + np.random.default_rng(seed).uniform(-0.5, 0.5, (3, mixture.dim))
+    x = mixture.sample(3, seed + 2)[0].double().numpy()
+    x = x + np.random.default_rng(seed).uniform(-0.5, 0.5, x.shape)
     f = mixture_kernel_mean(torch.from_numpy(x), mixture, l).numpy()
     for i in range(3):
         values = kernel(x[i], y, l)

@@ -11,7 +11,8 @@ Hence ``f(x) = E_{y~P} k(x, y) = sum_k w_k (l^2 / (l^2 + s_k^2))^(d/2) exp(-|x -
 For independent y ~ N(m_j, s_j^2 I), y' ~ N(m_k, s_k^2 I), y - y' ~ N(m_j - m_k, (s_j^2 + s_k^2) I), and the
 same identity (with x = 0) gives
 
-    c = E_{y,y'~P} k(y, y') = sum_{j,k} w_j w_k (l^2 / (l^2 + s_j^2 + s_k^2))^(d/2) exp(-|m_j - m_k|^2 / (2 (l^2 + s_j^2 + s_k^2))).
+    c = E_{y,y'~P} k(y, y')
+      = sum_{j,k} w_j w_k (l^2 / (l^2 + s_j^2 + s_k^2))^(d/2) exp(-|m_j - m_k|^2 / (2 (l^2 + s_j^2 + s_k^2))).
 
 Estimator. With ``h(x, x') = k(x, x') - f(x) - f(x') + c`` (so E h = MMD^2(Q, P) for x, x' ~ Q),
 
