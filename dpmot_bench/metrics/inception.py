@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from ..devices import as_device
 from ..errors import CorruptFileError, InputError, ShapeError, check_finite
@@ -66,17 +67,19 @@ class InceptionFeatures:
         return quantised.repeat(1, 3, 1, 1) if quantised.shape[1] == 1 else quantised
 
     @torch.no_grad()
-    def from_uint8(self, rgb: torch.Tensor) -> torch.Tensor:
-        """pool3 features (n, 2048) of uint8 RGB images (n, 3, H, W) (e.g. decoded PNGs)."""
+    def from_uint8(self, rgb: torch.Tensor, progress: bool = False) -> torch.Tensor:
+        """pool3 features (n, 2048) of uint8 RGB images (n, 3, H, W) (e.g. decoded PNGs), on ``device``;
+        ``progress``: a progress bar over the batches."""
         if not isinstance(rgb, torch.Tensor) or rgb.dtype != torch.uint8 or rgb.ndim != 4 or rgb.shape[1] != 3:
             raise ShapeError(f"expected uint8 RGB images (n, 3, H, W), got "
                              f"{getattr(rgb, 'dtype', type(rgb).__name__)} {tuple(getattr(rgb, 'shape', ()))}")
+        starts = range(0, rgb.shape[0], self.batch_size)
         out = [self.network(self._preprocess(rgb[start:start + self.batch_size].to(self.device))).float()
-               for start in range(0, rgb.shape[0], self.batch_size)]
+               for start in tqdm(starts, desc="Inception features", unit="batch", disable=not progress, leave=False)]
         return torch.cat(out)
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return self.from_uint8(self.to_uint8_rgb(images))
+    def __call__(self, images: torch.Tensor, progress: bool = False) -> torch.Tensor:
+        return self.from_uint8(self.to_uint8_rgb(images), progress=progress)
 
 
 def inception_statistics(features) -> tuple[np.ndarray, np.ndarray]:

@@ -21,9 +21,11 @@ aux_logits=False)`` with ``strict=True``, and torch-fidelity's ``weights-incepti
 is written by its ``util_convert_inception_weights.py`` under exactly these names (a plain dict, without
 BN ``num_batches_tracked`` entries) and loads strictly into ``FeatureExtractorInceptionV3``, whose module
 names are torchvision's. The key names are therefore the SAME in both files (no renaming needed; BN
-``num_batches_tracked``, unused in eval mode, may be present for all BN layers or for none), and both hold
-the same TF graph constants: the keys cannot tell the two files apart, and they need not: the networks
-are the same. What differs is the input pipeline (below), chosen by name or from the file name.
+``num_batches_tracked``, unused in eval mode, may be present for all BN layers or for none), and both are
+conversions of the same TF graph's constants (per their sources): the keys cannot reliably tell the two
+files apart (they may differ only in ``num_batches_tracked``), and they need not: the networks are the
+same. What differs is the input pipeline (below), chosen by name or from the file name
+(:func:`choose_preprocessing`).
 A third layout is accepted and mapped by name: the ``state_dict()`` of pytorch-fid's wrapper module
 ``pytorch_fid.inception.InceptionV3()`` (``blocks.0.0.conv.weight`` = ``Conv2d_1a_3x3.conv.weight``, ...;
 no ``fc``), see ``PYTORCH_FID_BLOCKS``.
@@ -256,8 +258,9 @@ def resize_bilinear_tf1(images: torch.Tensor, size: tuple[int, int] = (INPUT_SIZ
     Output pixel (i, j) samples the input at ``(i * H / H_out, j * W / W_out)`` (no half-pixel offset), in
     float32 as TF computes it, clamped at the last row/column:
     ``top = a + (b - a) fx``, ``bottom = c + (d - c) fx``, ``out = top + (bottom - top) fy`` with a, b (c, d)
-    the two neighbours on the upper (lower) source row. Unlike ``F.interpolate(align_corners=False)`` it
-    shifts the image by half an output pixel and never reads past the last row (torch-fidelity's rule)."""
+    the two neighbours on the upper (lower) source row (torch-fidelity's rule, its "slow" exact method).
+    ``F.interpolate(align_corners=False)`` samples at ``(dst + 1/2) in / out - 1/2`` instead (pixel centres
+    aligned), i.e. ``(in / out - 1) / 2`` input pixels further on: -0.45 pixels for 32 -> 299."""
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or not images.is_floating_point():
         raise InputError("resize_bilinear_tf1 takes a float tensor of shape (n, C, H, W)")
     out_h, out_w = size
