@@ -140,20 +140,22 @@ def _u_statistics(x: torch.Tensor, mixture: GaussianMixture, bandwidths: list[fl
     sq_norms = (x ** 2).sum(1)
     for start in range(0, n, step):
         block = slice(start, min(n, start + step))
-        sq = (sq_norms[block, None] - 2 * x[block] @ x.T + sq_norms).clamp_min(0)
+        sq = torch.addmm(sq_norms[block, None] + sq_norms, x[block], x.T, alpha=-2).clamp_min_(0)
         rows = torch.arange(block.start, block.stop, device=x.device)
         local = torch.arange(len(rows), device=x.device)
         combined = None
         for b in range(kernels):
             if b < len(bandwidths):
-                h = torch.exp(sq / (-2 * bandwidths[b] ** 2)) - u[b][block, None] - u[b]
+                scaled = sq if b == len(bandwidths) - 1 and len(bandwidths) == 1 else sq.clone()
+                h = scaled.mul_(-0.5 / bandwidths[b] ** 2).exp_().sub_(u[b][block, None]).sub_(u[b])
                 if len(bandwidths) > 1:
-                    combined = h / len(bandwidths) if combined is None else combined + h / len(bandwidths)
+                    combined = h / len(bandwidths) if combined is None else combined.add_(h, alpha=1 / len(bandwidths))
             else:
                 h = combined
             h[local, rows] = 0.0  # i != j
             rows_sum[b][block] = h.sum(1)
-            squares[b] += (h ** 2).sum()
+            flat = h.reshape(-1)
+            squares[b] += torch.dot(flat, flat)
     return [{"f": f[b], "c": c[b], "R": rows_sum[b], "Q2": float(squares[b])} for b in range(kernels)]
 
 
