@@ -386,15 +386,15 @@ def test_statistics_and_their_file(tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip((mu, sigma), feature_statistics(feats)))
     path = tmp_path / "ref.npz"
     save_fid_stats(path, mu, sigma, n=50, source="test")
-    loaded = load_fid_stats(path)
-    assert np.array_equal(loaded.mu, mu) and np.array_equal(loaded.sigma, sigma)
-    assert loaded.meta == {"n": 50, "source": "test"}
+    loaded_mu, loaded_sigma = load_fid_stats(path)
+    assert np.array_equal(loaded_mu, mu) and np.array_equal(loaded_sigma, sigma)
+    assert load_fid_stats(path, with_meta=True)[2] == {"n": 50, "source": "test"}
     with np.load(path) as f:  # pytorch-fid reads f["mu"][:], f["sigma"][:]
         assert np.array_equal(f["mu"][:], mu) and np.array_equal(f["sigma"][:], sigma)
     theirs = tmp_path / "pytorch_fid.npz"
     np.savez(theirs, mu=mu.astype(np.float32), sigma=sigma.astype(np.float32))  # a file written elsewhere
-    other = load_fid_stats(theirs)
-    assert other.meta == {} and other.mu.dtype == np.float64 and np.allclose(other.sigma, sigma, rtol=1e-6)
+    other_mu, other_sigma, meta = load_fid_stats(theirs, with_meta=True)
+    assert meta == {} and other_mu.dtype == np.float64 and np.allclose(other_sigma, sigma, rtol=1e-6)
 
 
 def test_bad_statistics_files(tmp_path):

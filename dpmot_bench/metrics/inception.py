@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -88,13 +87,6 @@ def inception_statistics(features) -> tuple[np.ndarray, np.ndarray]:
     return feature_statistics(features)
 
 
-class FIDStats(NamedTuple):
-    """Reference statistics: ``mu`` (d,), ``sigma`` (d, d) float64, and the ``meta`` dict they were saved with."""
-    mu: np.ndarray
-    sigma: np.ndarray
-    meta: dict
-
-
 def _checked_stats(mu, sigma, where: str) -> tuple[np.ndarray, np.ndarray]:
     """mu (d,) and sigma (d, d) as float64: real numbers, finite, sigma symmetric to float32 rounding."""
     arrays = []
@@ -131,10 +123,10 @@ def save_fid_stats(path: str | os.PathLike, mu, sigma, **meta) -> None:
     save_npz(path, mu=mu, sigma=sigma, meta=np.array(text))
 
 
-def load_fid_stats(path: str | os.PathLike) -> FIDStats:
-    """Read a statistics ``.npz`` (pytorch-fid's, TTUR's or :func:`save_fid_stats`'s) with
-    ``allow_pickle=False``: ``mu``, ``sigma`` checked (shapes (d,), (d, d), finite, symmetric) as float64;
-    ``meta`` is ``{}`` when the file has none."""
+def load_fid_stats(path: str | os.PathLike, with_meta: bool = False):
+    """``(mu, sigma)`` from a statistics ``.npz`` (pytorch-fid's, TTUR's or :func:`save_fid_stats`'s) read with
+    ``allow_pickle=False``, checked (shapes (d,), (d, d), finite, symmetric), as float64; with
+    ``with_meta``: ``(mu, sigma, meta)``, ``meta`` the saved dict (``{}`` when the file has none)."""
     path = Path(path)
     fix = "pass a .npz with arrays mu (d,) and sigma (d, d) (dpmot fid-stats or pytorch-fid --save-stats)"
     if not path.is_file():
@@ -162,4 +154,5 @@ def load_fid_stats(path: str | os.PathLike) -> FIDStats:
         mu, sigma = _checked_stats(mu, sigma, f"FID statistics file {str(path)!r}")
     except InputError as err:
         raise CorruptFileError(str(err)) from None
-    return FIDStats(mu, sigma, meta if isinstance(meta, dict) else {"meta": meta})
+    meta = meta if isinstance(meta, dict) else {"meta": meta}
+    return (mu, sigma, meta) if with_meta else (mu, sigma)
