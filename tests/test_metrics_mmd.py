@@ -26,7 +26,7 @@ def mixtures(draw):
     rng = np.random.default_rng(seed)
     means = rng.uniform(-3, 3, (k, d))
     stds = rng.uniform(0.1, 1.5, k)
-    weights = rng.dirichlet(np.ones(k))
+    weights = 0.5 / k + 0.5 * rng.dirichlet(np.ones(k))  # every weight >= 1 / (2k)
     return GaussianMixture(means, stds, weights), seed
 
 
@@ -34,18 +34,23 @@ def kernel(a, b, l):
     return np.exp(-((a - b) ** 2).sum(-1) / (2 * l ** 2))
 
 
-@given(mix=mixtures(), l=st.floats(0.2, 3.0))
-def test_closed_form_kernel_means_match_monte_carlo(mix, l):
+@given(mix=mixtures(), factor=st.floats(0.5, 3.0))
+def test_closed_form_kernel_means_match_monte_carlo(mix, factor):
     """f(x) = E_y k(x, y) and c = E k(y, y') against means over 20 000 draws (pairs of independent draws
-    for c), within 5 standard errors of the mean (40 cases x 4 checks: P(any beyond 5) ~ 1e-4)."""
+    for c), within 5 standard errors of the mean (40 cases x 4 checks: P(any beyond 5) ~ 1e-4).
+
+    The bandwidth is ``factor`` times the largest std: a kernel much narrower than a component makes
+    k(x, y) a rare event (a share ~ (l^2 / (l^2 + s^2))^(d/2) of the draws carries the mean), whose sample
+    mean is far from normal at this size; 2 million draws confirm the closed form there too, but too
+    slowly for a test."""
     mixture, seed = mix
+    l = factor * float(mixture.stds.max())
     n = 20_000
     y = mixture.sample(n, seed)[0].double().numpy()
     y2 = mixture.sample(n, seed + 1)[0].double().numpy()
-    # points where the mixture has mass: far out, E k(x, y) is a rare-event mean whose sample std says
-    # nothing about its error
+    # points of the mixture (components of weight >= 1/8): far from the mass, E k(x, y) is a rare-event
+    # mean whose sample std says nothing about its error
     x = mixture.sample(3, seed + 2)[0].double().numpy()
-    x = x + np.random.default_rng(seed).uniform(-0.5, 0.5, x.shape)
     f = mixture_kernel_mean(torch.from_numpy(x), mixture, l).numpy()
     for i in range(3):
         values = kernel(x[i], y, l)

@@ -153,11 +153,12 @@ def per_mode_statistics(x, mixture: GaussianMixture, assign: str = "nearest") ->
     stds = mixture.stds.to(x.device)
     k, n, d = means.shape[0], x.shape[0], mixture.dim
     label = torch.empty(n, dtype=torch.long, device=x.device)
+    on_device = mixture.to(x.device) if assign == "posterior" else None
     for rows in row_chunks(n, k):
         if assign == "nearest":
             label[rows] = torch.cdist(x[rows], means).argmin(1)
         else:
-            label[rows] = mixture.to(x.device).posterior(x[rows], 0.0).argmax(1)
+            label[rows] = on_device.posterior(x[rows], 0.0).argmax(1)
     counts = torch.bincount(label, minlength=k).double()
     sq = torch.zeros(k, dtype=torch.float64, device=x.device)
     for rows in row_chunks(n, 1):
