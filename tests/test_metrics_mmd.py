@@ -127,7 +127,8 @@ def test_shifted_samples_have_mmd_far_above_zero_and_the_se_matches_the_spread()
     """A shift of one mode std: MMD^2 > 0 by many se, and the (non-degenerate) statistic's se agrees
     with the spread over repeats within the chi-square band."""
     values, variances = repeats_of(GRID, 400, 200, shift=0.05, seed0=1000)
-    assert np.all(values / np.sqrt(variances) > 8)
+    z = values / np.sqrt(variances)  # ~ 12 on average, sd ~ 1
+    assert np.all(z > 5) and np.mean(z) > 8
     ratio = variances.mean() / values.var(ddof=1)
     own = 3 * variances.std(ddof=1) / (variances.mean() * math.sqrt(len(values)))
     assert abs(ratio - 1) <= variance_ratio_band(values) + own
