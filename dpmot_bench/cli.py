@@ -356,37 +356,74 @@ def _sample_rows(path: str) -> torch.Tensor:
     return x
 
 
+def _sample_range(path: str):
+    """The value range of a sample file's rows, from its meta (dpmot sample on --data records it)."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            meta = json.loads(str(archive["meta"])) if "meta" in archive.files else {}
+    except (OSError, ValueError):
+        return None
+    value = meta.get("value_range") if isinstance(meta, dict) else None
+    return tuple(value) if isinstance(value, list) and len(value) == 2 else None
+
+
 def cmd_fid(args) -> int:
-    from .data import get_dataset
     from .errors import ShapeError
-    from .metrics import InceptionFeatures, frechet_distance, get_digits_classifier
+    from .metrics import (InceptionFeatures, feature_statistics, frechet_distance_from_stats,
+                          get_digits_classifier, kernel_inception_distance, load_fid_stats)
 
     if args.features == "inception" and not args.inception_weights:
-        raise InputError("--features inception needs --inception-weights FILE (a local copy of torch-fidelity's "
+        raise InputError("--features inception needs --inception-weights FILE (a local copy of pytorch-fid's "
+                         "pt_inception-2015-12-05-6726825d.pth or torch-fidelity's "
                          "weights-inception-2015-12-05-6726825d.pth; nothing is downloaded)")
-    if args.reference is None and args.dataset is None:
-        raise InputError("give the reference: --reference FILE.npz or --dataset NAME [--split train|heldout]")
+    given = [flag for flag, value in (("--reference", args.reference), ("--reference-stats", args.reference_stats),
+                                      ("--dataset / --data", args.dataset or args.data)) if value]
+    if len(given) != 1:
+        raise InputError("give one reference: --reference FILE.npz, --reference-stats FILE.npz (Inception) or "
+                         "--dataset NAME / --data PATH [--split train|heldout]")
+    if args.reference_stats and args.features != "inception":
+        raise InputError("--reference-stats holds Inception statistics: use it with --features inception")
     samples = _sample_rows(args.samples)
-    dataset = get_dataset(args.dataset) if args.dataset else None
-    reference = _sample_rows(args.reference) if args.reference else dataset.data(args.split)[0]
+    dataset = _dataset(args)
+    shape = dataset.shape if dataset is not None else None
+    value_range = dataset.value_range if dataset is not None and dataset.value_range else None
+    value_range = tuple(args.sample_range) if args.sample_range else _sample_range(args.samples) or value_range or (-1.0, 1.0)
+    if not value_range[0] < value_range[1]:
+        raise InputError(f"--sample-range needs LOW < HIGH, got {value_range}")
+    reference = None
+    if args.reference:
+        reference = _sample_rows(args.reference)
+    elif dataset is not None:
+        reference = dataset.data(args.split)[0]
     if args.features == "digits":
         extract = get_digits_classifier(device=args.device, progress=not args.quiet).features
     else:
         inception = InceptionFeatures(args.inception_weights, device=args.device)
-        shape = dataset.shape if dataset is not None else None
+        low, high = value_range
 
         def extract(x):
             if x.ndim == 2 and shape is None:
-                raise ShapeError("flat samples need --dataset NAME to know their image shape")
-            return inception(x.reshape(-1, *shape) if x.ndim == 2 else x)
+                raise ShapeError("flat samples need --dataset NAME or --data PATH to know their image shape")
+            images = x.reshape(-1, *shape) if x.ndim == 2 else x
+            return inception((images - low) * (2 / (high - low)) - 1, progress=not args.quiet)
     for name, x in (("samples", samples), ("reference", reference)):
-        if args.features == "digits" and x[0].numel() != 64:
+        if x is not None and args.features == "digits" and x[0].numel() != 64:
             raise ShapeError(f"the digits classifier takes 8x8 images (64 values per row); the {name} have "
                              f"{x[0].numel()}: use --features inception")
-    fd = frechet_distance(extract(samples.to(args.device)).cpu(), extract(reference.to(args.device)).cpu())
-    print(json.dumps({"fd": fd, "features": args.features, "n_samples": samples.shape[0],
-                      "n_reference": reference.shape[0], "samples": args.samples,
-                      "reference": args.reference or f"{args.dataset}:{args.split}"}, indent=2))
+    with torch.no_grad():
+        features = extract(samples.to(args.device)).cpu()
+        reference_features = None if reference is None else extract(reference.to(args.device)).cpu()
+    stats = load_fid_stats(args.reference_stats) if args.reference_stats else feature_statistics(reference_features)
+    result = {"fd": frechet_distance_from_stats(*feature_statistics(features), *stats), "features": args.features,
+              "n_samples": samples.shape[0], "n_reference": None if reference is None else reference.shape[0],
+              "samples": args.samples,
+              "reference": args.reference or args.reference_stats or f"{dataset.name}:{args.split}"}
+    if args.features == "inception" and reference_features is not None:
+        kid = kernel_inception_distance(features, reference_features)
+        result.update(kid_mean=kid["kid_mean"], kid_std=kid["kid_std"], kid_subset_size=kid["subset_size"])
+    print(json.dumps(result, indent=2))
     return 0
 
 
@@ -458,6 +495,18 @@ def cmd_report(args) -> int:
 def cmd_reproduce(args) -> int:
     from .report.reproduce import load_config, reproduce
 
+    if args.example is not None:
+        from .report.reproduce import example_configs
+
+        examples = example_configs()
+        if args.example not in examples:
+            from .errors import unknown_name
+
+            raise unknown_name("example experiment file", args.example, examples)
+        print(examples[args.example].read_text(), end="")
+        return 0
+    if args.config is None:
+        raise InputError("give the experiment file (dpmot reproduce CONFIG), or --example NAME to print one")
     config = load_config(args.config)
     device = args.device if args.device_given else config.device
     result = reproduce(config, device=device, out=args.out, resume=args.resume, progress=not args.quiet,
@@ -496,7 +545,8 @@ def cmd_fid_stats(args) -> int:
         features.append(inception(((rows - low) * (2 / (high - low)) - 1).reshape(-1, *dataset.shape)).cpu())
     mu, sigma = feature_statistics(torch.cat(features))
     save_fid_stats(out, mu, sigma, dataset=dataset.name, split=args.split, n=int(x.shape[0]),
-                   weights=str(args.inception_weights), fingerprint=dataset.fingerprint)
+                   weights=str(args.inception_weights), preprocessing=inception.preprocessing,
+                   fingerprint=dataset.fingerprint)
     print(json.dumps({"out": str(out), **_data_summary(dataset), "split": args.split, "n": int(x.shape[0]),
                       "dim": int(mu.shape[0])}))
     return 0
@@ -596,16 +646,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_check_bound)
 
     # [parser fid]
-    text = ("Frechet distance between a sample file and a reference (a sample file or a dataset split) in the "
-            "digits classifier's features or, with a local weights file, InceptionV3's (comparable FID)")
+    text = ("Frechet distance between a sample file and a reference (a sample file, a dataset split or Inception "
+            "statistics) in the digits classifier's features or, with a local weights file, InceptionV3's (FID, KID)")
     p = _common(sub.add_parser("fid", help=text, description=text))
     p.add_argument("--samples", required=True, help="a .npz with array x (dpmot sample --out)")
     p.add_argument("--reference", help="a .npz with array x to compare with")
-    p.add_argument("--dataset", help="compare with this dataset's split (and give flat rows their image shape)")
+    p.add_argument("--reference-stats", metavar="FILE", help="Inception statistics to compare with (dpmot fid-stats)")
+    _data_arguments(p, required=False, what="; compare with its split (and give flat rows their image shape)")
     p.add_argument("--split", default="train", choices=["train", "heldout"], help="the dataset split (default train)")
     p.add_argument("--features", default="digits", choices=["digits", "inception"],
-                   help="digits (the cached digits classifier, default) or inception (needs torch-fidelity)")
+                   help="digits (the cached digits classifier, default) or inception (FID and KID; a local "
+                        "weights file, no other dependency)")
     p.add_argument("--inception-weights", help="local InceptionV3 weights file for --features inception")
+    p.add_argument("--sample-range", nargs=2, type=float, metavar=("LOW", "HIGH"), help="the value range of the "
+                   "sample rows (default: recorded by dpmot sample, else the dataset's, else [-1, 1])")
     p.set_defaults(run=cmd_fid)
 
     # [parser bench report]
@@ -625,9 +679,11 @@ def build_parser() -> argparse.ArgumentParser:
     text = ("run a paper protocol (model, data splits, presets, NFEs, sample counts, metrics, device) from an "
             "experiment file and write the report; resumable")
     p = _common(sub.add_parser("reproduce", help=text, description=text,
-                               epilog="Example files: configs/ (CIFAR-10 and CelebA with NCSNv2, as the reference "
+                               epilog="Example files: --example cifar10-ncsnv2 / celeba-ncsnv2 (NCSNv2, as the reference "
                                       "code). The file's device is used unless --device is given."))
-    p.add_argument("config", help="the experiment file (.yml / .yaml / .toml)")
+    p.add_argument("config", nargs="?", help="the experiment file (.yml / .yaml / .toml)")
+    p.add_argument("--example", metavar="NAME", help="print a shipped experiment file (cifar10-ncsnv2, "
+                   "celeba-ncsnv2) to copy and edit, and exit")
     p.add_argument("--out", help="output directory (default: the file's out)")
     p.add_argument("--resume", action="store_true", help="keep finished cells of an interrupted run")
     p.add_argument("--stage", default="all", choices=["all", "fit"], help="fit: only fit the DPM-OT maps (run "

@@ -105,40 +105,6 @@ def test_classifier_bad_input(classifier):
 
 
 # ------------------------------------------------------------------------------------------ Inception
-class FakeInception(nn.Module):
-    """Stands in for torch-fidelity's extractor: checks its input contract, returns a tuple of features."""
-    calls = []
-
-    def __init__(self, name, features_list, feature_extractor_weights_path=None):
-        super().__init__()
-        FakeInception.calls.append((name, features_list, feature_extractor_weights_path))
-        self.scale = nn.Parameter(torch.ones(()))
-
-    def forward(self, x):
-        assert x.dtype == torch.uint8 and x.ndim == 4 and x.shape[1] == 3
-        per_channel = x.float().mean((2, 3)) * self.scale
-        return (per_channel.repeat(1, 683)[:, :2048],)
-
-
-class FakeTorchmetricsInception(FakeInception):
-    def forward(self, x):  # torchmetrics' wrapper returns the tensor itself
-        return super().forward(x)[0]
-
-
-@pytest.fixture
-def weights_file(tmp_path):
-    path = tmp_path / "weights.pth"
-    torch.save({"w": torch.zeros(2)}, path)
-    return path
-
-
-def install(monkeypatch, module_name, attribute, value):
-    parts = module_name.split(".")
-    for i in range(1, len(parts) + 1):
-        monkeypatch.setitem(sys.modules, ".".join(parts[:i]), types.ModuleType(".".join(parts[:i])))
-    monkeypatch.setattr(sys.modules[module_name], attribute, value, raising=False)
-
-
 def test_missing_or_corrupt_weights_file(tmp_path):
     with pytest.raises(CorruptFileError, match="does not exist"):
         InceptionFeatures(tmp_path / "nope.pth")
@@ -146,44 +112,6 @@ def test_missing_or_corrupt_weights_file(tmp_path):
     garbage.write_bytes(b"\x00not a state dict")
     with pytest.raises(CorruptFileError, match="Inception weights file .* is not a readable tensor file"):
         InceptionFeatures(garbage)
-
-
-def test_without_torch_fidelity_says_what_to_install(monkeypatch, weights_file):
-    monkeypatch.setitem(sys.modules, "torch_fidelity", None)  # importing it raises ImportError
-    monkeypatch.setitem(sys.modules, "torchmetrics", None)
-    with pytest.raises(InputError, match="torch-fidelity"):
-        InceptionFeatures(weights_file)
-
-
-@pytest.mark.parametrize("backend", ["torch_fidelity", "torchmetrics"])
-def test_plumbing_with_a_stand_in_extractor(monkeypatch, weights_file, backend):
-    if backend == "torch_fidelity":
-        install(monkeypatch, "torch_fidelity.feature_extractor_inceptionv3", "FeatureExtractorInceptionV3",
-                FakeInception)
-    else:
-        monkeypatch.setitem(sys.modules, "torch_fidelity", None)
-        install(monkeypatch, "torchmetrics.image.fid", "NoTrainInceptionV3", FakeTorchmetricsInception)
-    FakeInception.calls = []
-    extractor = InceptionFeatures(weights_file, batch_size=3)
-    assert FakeInception.calls == [("inception-v3-compat", ["2048"], str(weights_file))]
-    grey = torch.tensor([-1.0, 0.0, 1.0, 2.0, -0.5, 0.5, 0.25]).reshape(7, 1, 1, 1).expand(7, 1, 4, 4)
-    features = extractor(grey)
-    assert features.shape == (7, 2048) and features.dtype == torch.float32
-    # [-1, 1] -> round((x + 1) * 127.5) clipped to [0, 255], grey repeated to RGB (0 -> 127.5 rounds to 128)
-    assert features[:, 0].tolist() == [0.0, 128.0, 255.0, 255.0, 64.0, 191.0, 159.0]
-    rgb = torch.rand(5, 3, 4, 4, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    assert torch.equal(extractor(rgb)[:, :3], InceptionFeatures.to_uint8_rgb(rgb).float().mean((2, 3)))
-
-
-def test_inception_bad_images(monkeypatch, weights_file):
-    install(monkeypatch, "torch_fidelity.feature_extractor_inceptionv3", "FeatureExtractorInceptionV3",
-            FakeInception)
-    extractor = InceptionFeatures(weights_file)
-    for bad in (torch.zeros(2, 64), torch.zeros(2, 2, 8, 8), torch.zeros(0, 3, 8, 8), np.zeros((2, 3, 8, 8))):
-        with pytest.raises(ShapeError):
-            extractor(bad)
-    with pytest.raises(NonFiniteError):
-        extractor(torch.full((1, 3, 8, 8), float("nan")))
 
 
 def test_cli_fid_agrees_with_the_library_and_rejects_bad_input(classifier, tmp_path, capsys):

@@ -5,7 +5,7 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from dpmot_bench.errors import NonFiniteError, ShapeError
 from dpmot_bench.metrics import feature_statistics, frechet_distance, frechet_distance_from_stats
@@ -153,3 +153,20 @@ def test_bad_input(call, error):
         warnings.simplefilter("error")
         with pytest.raises(error):
             call()
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), d=st.integers(1, 40), extra=st.integers(-5, 60))
+def test_eigh_method_equals_pytorch_fid_sqrtm_formula(seed, d, extra):
+    """tr (S1 S2)^{1/2} by eigenvalues of S1^{1/2} S2 S1^{1/2}: the same Frechet distance as sqrtm's."""
+    rng = np.random.default_rng(seed)
+    n = max(2, d + extra)  # singular covariances included (n <= d)
+    a, b = rng.standard_normal((n, d)), 1.3 * rng.standard_normal((n + 3, d)) + 0.2
+    stats = (*feature_statistics(a), *feature_statistics(b))
+    exact = frechet_by_eigh(*stats)
+    got = frechet_distance_from_stats(*stats, method="eigh")
+    scale = np.trace(stats[1]) + np.trace(stats[3]) + 1.0
+    # eigenvalues carry rounding ~ d eps |S|^2; a square root turns a rounded 0 into sqrt(d eps) |S|
+    assert abs(got - exact) <= 2 * d * math.sqrt(d * np.finfo(float).eps) * scale
+    if n > d:  # full rank: sqrtm needs no eps, and the two agree to rounding
+        assert got == pytest.approx(frechet_distance_from_stats(*stats), rel=1e-7, abs=1e-9 * scale)

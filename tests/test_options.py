@@ -18,6 +18,9 @@ from dpmot_bench.samplers.plans import GRID_OPTIONS, METHODS
 RING = get_dataset("gmm-ring8")
 QUICK = {"n_latents": 30, "solver": "adam-mc", "solver_options": {"max_iter": 3}}
 
+# A model's own NCSNv2 schedule (the four ncsn_* fields go together, with the ncsn-langevin tail)
+NCSN = {"sigma_star": "budget", "tail": "ncsn-langevin", "ncsn_sigma_1": 50.0, "ncsn_sigma_L": 0.01, "ncsn_levels": 232,
+        "ncsn_step_lr": 6.2e-6}
 # One valid non-default value per Preset field (with what it needs besides, to stay a valid preset).
 PRESET_OVERRIDES = {
     "source": ("uniform", {}),
@@ -32,6 +35,8 @@ PRESET_OVERRIDES = {
     "tail": ("heun", {}),
     "tail_options": ({"rho": 3.0}, {}),
     "reference_levels": (True, {"sigma_star": "budget", "tail": "ncsn-langevin"}),
+    **{name: (value, {k: v for k, v in NCSN.items() if k != name}) for name, value in
+       (("ncsn_sigma_1", 40.0), ("ncsn_sigma_L", 0.02), ("ncsn_levels", 100), ("ncsn_step_lr", 1e-5))},
 }
 # One value of the wrong type or range per field, and the words of the error.
 PRESET_MISTYPED = {
@@ -40,6 +45,8 @@ PRESET_MISTYPED = {
     "solver": ("sgd", "one of auto, adam-mc, newton-qmc, exact-2d"), "solver_options": ("fast", "a JSON object"),
     "mode": ("soft", "one of hard, smooth"), "tau": (float("nan"), "a finite number > 0"),
     "tail": ("rk4", "one of euler"), "tail_options": ([1], "a JSON object"), "reference_levels": ("yes", "true or false"),
+    "ncsn_sigma_1": (0, "a finite number > 0"), "ncsn_sigma_L": ("low", "a finite number > 0"),
+    "ncsn_levels": (1, "an integer >= 2"), "ncsn_step_lr": (-1e-6, "a finite number > 0"),
 }
 
 
@@ -159,7 +166,8 @@ def test_the_two_commands_of_issue_13(tmp_path, capsys):
     with np.load(tmp_path / "x.npz", allow_pickle=False) as f:
         assert f["x"].shape == (7, 2)
     code, err = _cli_sample(tmp_path / "new", capsys, {"dataset": "digits"})
-    assert code == 2 and "dpm-ot has no option dataset; its options: grid, mode, n_latents, reference_levels, rho, sigma_min, sigma_star" in err
+    assert code == 2 and ("dpm-ot has no option dataset; its options: grid, mode, n_latents, ncsn_levels, ncsn_sigma_1, "
+                          "ncsn_sigma_L, ncsn_step_lr, reference_levels, rho, sigma_min, sigma_star") in err
 
 
 @settings(max_examples=60, deadline=None)

@@ -13,6 +13,7 @@ import torch
 
 from ..data import get_dataset
 from ..io import save_npz
+from ..samplers.generate import DPMOT_SAMPLERS
 from .store import Cell
 from .suites import Suite
 
@@ -38,11 +39,18 @@ class Context:
             return self.user.dataset
         return self._named(name)
 
-    def sampler_options(self, dataset: str, sampler: str) -> dict:
-        """Options every cell of ``sampler`` gets: the grid kept inside a loaded model's sigma range."""
-        if self.user is not None and dataset == self.user.name:
-            return self.user.sampler_options(sampler)
-        return {}
+    def sampler_options(self, dataset: str, sampler: str, fit: bool = False) -> dict:
+        """Options every cell of ``sampler`` gets on a user's model (its grid inside the model's sigma range,
+        its own NCSNv2 schedule): those that shape DPM-OT's fit with ``fit``, else the others."""
+        from ..samplers.dpmot import FIT_FIELDS
+
+        if self.user is None or dataset != self.user.name:
+            return {}
+        options = self.user.sampler_options(sampler)
+        if sampler not in DPMOT_SAMPLERS:
+            return {} if fit else options
+        # the NCSNv2 schedule sets both the latents' level and the tail; a map given fixes the other fit fields
+        return {k: v for k, v in options.items() if k.startswith("ncsn_") or (k in FIT_FIELDS) == fit}
 
     def denoiser(self, dataset: str, model: str | None = None):
         from ..models import default_model, get_denoiser
@@ -71,7 +79,10 @@ class Context:
         from ..ot import SemiDiscreteOT
         from ..ot.distributed import is_main_process
 
-        preset = replace(self.preset(sampler), n_latents=self.suite.latents_for(dataset),
+        from ..samplers.dpmot import preset_with
+
+        preset = preset_with(self.preset(sampler), self.sampler_options(dataset, sampler, fit=True))
+        preset = replace(preset, n_latents=self.suite.latents_for(dataset),
                          **({} if sigma_star is None else {"sigma_star": sigma_star}))
         budget = preset.sigma_star == "budget"
         level = f"{preset.sigma_star_for(self.dataset(dataset), nfe):.6g}" if budget else 0

@@ -5,6 +5,7 @@ import numpy as np
 import torch
 
 from ..errors import unknown_name
+from ..io import save_npz
 from ..samplers.generate import DPMOT_SAMPLERS
 from .context import Context
 from .store import Cell
@@ -55,7 +56,8 @@ def _quality(ctx: Context, cell: Cell, x: torch.Tensor, ot_map) -> tuple[dict, d
         row["w2"] = w2(x, ctx.reference(cell.dataset, x.shape[0], cell.seed))
     else:
         features = ctx.features(cell.dataset, x)
-        row["fd"] = frechet_distance_from_stats(*feature_statistics(features), *ctx.reference_statistics(cell.dataset))
+        row["fd"] = frechet_distance_from_stats(*feature_statistics(features), *ctx.reference_statistics(cell.dataset),
+                                                method="eigh")
         probs = ctx.probs(cell.dataset, x)
         if probs is not None:
             row.update({f"mmr_{lam:g}": v for lam, v in mode_mixture_curve(probs).items()})
@@ -65,7 +67,8 @@ def _quality(ctx: Context, cell: Cell, x: torch.Tensor, ot_map) -> tuple[dict, d
         if ctx.is_user(cell.dataset) and ctx.user.experiment.kid:
             from ..metrics.kid import kernel_inception_distance
 
-            row.update(kernel_inception_distance(features, train_features))
+            kid = kernel_inception_distance(features, train_features)
+            row.update(kid_mean=kid["kid_mean"], kid_std=kid["kid_std"], kid_subset_size=kid["subset_size"])
     return row, arrays
 
 
@@ -93,13 +96,16 @@ def floor_task(ctx: Context, cell: Cell) -> dict:
     from ..metrics import feature_statistics, frechet_distance_from_stats, mode_mixture_ratio, w2_floor
 
     dataset, n = ctx.dataset(cell.dataset), dict(cell.params)["n"]
+    # fresh data's nearest-neighbour distances (held-out to train): the report's reference histogram
+    save_npz(ctx.work / "samples" / f"heldout-nn-{cell.dataset}.npz",
+             nn_to_train=np.asarray(ctx.heldout_memorisation(cell.dataset)["nn_to_train"]))
     if dataset.mixture is not None:
         floor = w2_floor(lambda m, s: dataset.sample(m, seed=s), n, seed=cell.seed, repeats=ctx.suite.floor_repeats)
         return {"metric": "w2", "floor": floor["mean"], "floor_std": floor["std"], "method_w2": floor["method"]}
     heldout = ctx.split(cell.dataset, "heldout")[:dict(cell.params)["n"]]  # as many as samples
     features, probs = ctx.features(cell.dataset, heldout), ctx.probs(cell.dataset, heldout)
     return {"metric": "fd", "floor": frechet_distance_from_stats(*feature_statistics(features),
-                                                                 *ctx.reference_statistics(cell.dataset)),
+                                                                 *ctx.reference_statistics(cell.dataset), method="eigh"),
             "floor_mmr": None if probs is None else mode_mixture_ratio(probs), "n_heldout": heldout.shape[0]}
 
 

@@ -27,11 +27,14 @@ def default_model(dataset: Dataset | str) -> str:
 def cached_model_path(dataset: Dataset | str, config: TrainConfig | None = None, seed: int = DEFAULT_SEED) -> Path:
     """Where the trained model of ``(dataset, config, seed)`` lives in the cache (``$DPMOT_CACHE/models``).
 
-    The file name carries a hash of the dataset, the config, the seed and the package version, so a
-    change of any of them never reuses a stale model."""
+    The file name carries a hash of the dataset (for a user's data, of its content), the config, the seed
+    and the package version, so a change of any of them never reuses a stale model."""
     dataset = as_dataset(dataset)
     config = config or default_config(dataset)
-    key = config_key({"dataset": dataset.name, "train": asdict(config), "seed": seed})
+    identity = {"dataset": dataset.name, "train": asdict(config), "seed": seed}
+    if dataset.fingerprint is not None:  # a user's data: its content, not only its name
+        identity["data"] = [dataset.fingerprint, list(dataset.value_range or ())]  # and the scale of its rows
+    key = config_key(identity)
     return cache_dir("models") / f"{dataset.name}-{key}.pt"
 
 

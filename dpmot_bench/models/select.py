@@ -32,6 +32,7 @@ class ModelChoice:
     sigma_min: float | None = None  # the trained sigma range of a loaded model (None: no limit)
     sigma_max: float | None = None
     sigmas: torch.Tensor | None = None  # the model's own discrete levels, descending (NCSNv2, DDPM)
+    kind: str = "builtin"  # or the loaded model's: diffusers, ncsnv2, dpmot
 
 
 def _is_own_checkpoint(path: Path) -> bool:
@@ -69,4 +70,4 @@ def choose_model(dataset: Dataset, model: str | None = None, *, config: str | No
     if loaded.data_range is not None and dataset.is_finite:
         dataset = dataset.rescaled(*loaded.data_range)
     return ModelChoice(dataset, loaded.denoiser, model, loaded.description, float(loaded.sigma_min),
-                       float(loaded.sigma_max), loaded.sigmas)
+                       float(loaded.sigma_max), loaded.sigmas, loaded.kind)

@@ -61,6 +61,12 @@ class ReproduceConfig:
     path: Path = Path(".")
 
 
+def example_configs() -> dict[str, Path]:
+    """The shipped experiment files (``dpmot reproduce --example NAME``), by name."""
+    folder = Path(__file__).resolve().parent.parent / "configs"
+    return {p.stem: p for p in sorted(folder.glob("*.yml"))}
+
+
 def _read(path: Path) -> dict:
     if not path.is_file():
         raise CorruptFileError(f"experiment file {str(path)!r} does not exist")
@@ -82,7 +88,8 @@ def _read(path: Path) -> dict:
         raise
     except Exception as err:  # yaml.YAMLError / tomllib.TOMLDecodeError: the parser's first line
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CorruptFileError(f"{str(path)!r} is not valid {path.suffix[1:].upper()} ({first})") from None
+        kind = "TOML" if path.suffix.lower() == ".toml" else "YAML"
+        raise CorruptFileError(f"{str(path)!r} is not valid {kind} ({first})") from None
     if not isinstance(config, dict):
         raise CorruptFileError(f"{str(path)!r} must hold a mapping of sections ({', '.join(sorted(SECTIONS))})")
     return config
@@ -230,9 +237,9 @@ def reproduce(config: ReproduceConfig, *, device=None, out=None, resume: bool = 
     from .build import build_report
 
     device = as_device(device if device is not None else config.device)
-    out = ensure_writable_dir(Path(out) if out is not None else config.out)
-    user = UserData(config.experiment, device, progress)
+    user = UserData(config.experiment, device, progress)  # every file read and checked before out exists
     user.maps = dict(config.maps)
+    out = ensure_writable_dir(Path(out) if out is not None else config.out)
     suite = suite_of(config, user.name)
     if stage == "fit":
         return fit_maps(suite, out, user, device, progress)

@@ -93,10 +93,22 @@ class Preset:
     tail: str = option("dpmpp-2m", str, choices=TAILS, help="the tail sampler from sigma_star to 0")
     tail_options: dict = option({}, dict, help="the tail's grid / method options (or give them directly)")
     reference_levels: bool = option(False, bool, help="ncsn-langevin: the reference code's level mismatch")
+    # ncsn-langevin on a model's own NCSNv2 schedule (its YAML's sigma_begin, sigma_end, num_classes and
+    # sampling.step_lr, in the data's units: no scaling by the data range); None: CIFAR-10's, scaled
+    ncsn_sigma_1: float | None = option(None, float, above=0, optional=True, help="ncsn-langevin: first level")
+    ncsn_sigma_L: float | None = option(None, float, above=0, optional=True, help="ncsn-langevin: last level")
+    ncsn_levels: int | None = option(None, int, low=2, optional=True, help="ncsn-langevin: number of levels L")
+    ncsn_step_lr: float | None = option(None, float, above=0, optional=True, help="ncsn-langevin: step_lr")
 
     def __post_init__(self):
         check_fields(self)
         solver_options(self.solver, self.solver_options)  # names, types and ranges, as the fit will read them
+        own = [self.ncsn_sigma_1, self.ncsn_sigma_L, self.ncsn_levels, self.ncsn_step_lr]
+        if any(v is not None for v in own) and (any(v is None for v in own) or self.tail != NCSN_TAIL):
+            raise InputError("ncsn_sigma_1, ncsn_sigma_L, ncsn_levels and ncsn_step_lr go together, with the "
+                             "ncsn-langevin tail (a model's own NCSNv2 schedule)")
+        if self.ncsn_sigma_1 is not None and not self.ncsn_sigma_L < self.ncsn_sigma_1:
+            raise InputError(f"ncsn_sigma_L ({self.ncsn_sigma_L}) must be below ncsn_sigma_1 ({self.ncsn_sigma_1})")
         if self.tail == NCSN_TAIL:
             if self.sigma_star != "budget":
                 raise InputError("the ncsn-langevin tail runs on NCSNv2's levels, so it needs sigma_star=budget "
@@ -121,7 +133,14 @@ class Preset:
         if nfe is None:
             raise InputError("sigma_star=budget depends on the budget: pass nfe")
         low, high = data_range(dataset, self.split)
-        return paper_tail(high - low, nfe)[0]
+        return paper_tail(high - low, nfe, schedule=self.ncsn_schedule(high - low))[0]
+
+    def ncsn_schedule(self, scale: float) -> tuple[torch.Tensor, float]:
+        """``(levels, step_lr)`` of the ncsn-langevin tail: the preset's own NCSNv2 schedule, or CIFAR-10's
+        with lengths scaled by the data range ``scale`` (step_lr, a squared length, by scale^2)."""
+        if self.ncsn_levels is not None:
+            return schedules.geometric(self.ncsn_sigma_1, self.ncsn_sigma_L, self.ncsn_levels), self.ncsn_step_lr
+        return ncsn_levels(scale), NCSN_STEP_LR * scale ** 2
 
     def fit(self, dataset: str | Dataset, nfe: int | None = None, *, seed: int = 0,
             device: str | torch.device = "cpu", progress: bool = False):
@@ -141,12 +160,13 @@ class Preset:
         data range c, sets NCSNv2's levels)."""
         nfe = check_nfe(nfe)
         if self.tail == NCSN_TAIL:
-            level_sigma, sigmas, counts = paper_tail(scale, nfe, self.reference_levels)
+            levels, step_lr = self.ncsn_schedule(scale)
+            level_sigma, sigmas, counts = paper_tail(scale, nfe, self.reference_levels, schedule=(levels, step_lr))
             if not math.isclose(sigma_star, level_sigma, rel_tol=1e-6):
                 raise InputError(f"this OT map has sigma_star={sigma_star:.6g} but the ncsn-langevin tail at NFE "
                                  f"{nfe} needs its latents at level L-K, sigma={level_sigma:.6g}; fit a map for "
                                  "this NFE")
-            return sample_langevin, sigmas, {"step_lr": NCSN_STEP_LR * scale ** 2, "steps_per_level": counts}
+            return sample_langevin, sigmas, {"step_lr": step_lr, "steps_per_level": counts}
         if sigma_star <= 0:
             raise InputError("a tail sampler needs sigma_star > 0")
         values = {"sigma_min": min(SIGMA_MIN, sigma_star / 10), **self.tail_options, "sigma_max": sigma_star}
@@ -206,11 +226,13 @@ def ncsn_levels(scale: float) -> torch.Tensor:
     return schedules.geometric(NCSN_SIGMA_1 * scale, NCSN_SIGMA_L * scale, NCSN_LEVELS)
 
 
-def paper_tail(scale: float, nfe: int, reference_levels: bool = False) -> tuple[float, torch.Tensor, list[int]]:
+def paper_tail(scale: float, nfe: int, reference_levels: bool = False,
+               schedule: tuple[torch.Tensor, float] | None = None) -> tuple[float, torch.Tensor, list[int]]:
     """NCSNv2's tail for an NFE budget: ``(sigma_star, tail grid ending at 0, Langevin steps per level)``
-    (see the module docstring; K = nfe - 1)."""
+    (see the module docstring; K = nfe - 1) on CIFAR-10's levels scaled by ``scale``, or on ``schedule``'s
+    levels (:meth:`Preset.ncsn_schedule`)."""
     k = check_nfe(nfe) - 1
-    levels = ncsn_levels(scale)
+    levels = ncsn_levels(scale) if schedule is None else schedule[0]
     n_levels = len(levels)
     if k >= n_levels:
         raise InputError(f"NCSNv2's schedule has {n_levels} levels, so at most {n_levels} NFE; got {nfe}")

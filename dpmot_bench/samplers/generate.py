@@ -105,15 +105,16 @@ def within_model_range(sampler: str, values: Mapping, sigma_min: float | None, s
         tail = values.get("tail", dpmot.get_preset(DPMOT_SAMPLERS.get(sampler, "default")
                                                    if isinstance(sampler, str) else sampler).tail)
         # the tail ends at min(0.002, sigma_star / 10): certainly below a model range starting above 0.002
-        if tail != dpmot.NCSN_TAIL and "sigma_min" not in values and sigma_min > SIGMA_MIN:
+        if tail != dpmot.NCSN_TAIL and "sigma_min" not in values and sigma_min > SIGMA_MIN * (1 + 1e-9):
             values["sigma_min"] = sigma_min
             moved.append(f"the tail's sigma_min -> {sigma_min:.4g}")
         return _warn_moved(values, moved, sigma_min, sigma_max)
-    if "sigma_max" not in values and SIGMA_MAX > sigma_max:
+    above = lambda a, b: a > b * (1 + 1e-9)  # noqa: E731  (a range end that went through float32 is not "outside")
+    if "sigma_max" not in values and above(SIGMA_MAX, sigma_max):
         values["sigma_max"] = sigma_max
         moved.append(f"sigma_max {SIGMA_MAX:g} -> {sigma_max:.4g}")
     default_min = LANGEVIN_SIGMA_MIN if sampler == "langevin" else SIGMA_MIN
-    if "sigma_min" not in values and default_min < sigma_min:
+    if "sigma_min" not in values and above(sigma_min, default_min):
         values["sigma_min"] = sigma_min
         moved.append(f"sigma_min {default_min:g} -> {sigma_min:.4g}")
     return _warn_moved(values, moved, sigma_min, sigma_max)
