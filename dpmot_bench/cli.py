@@ -210,7 +210,7 @@ def cmd_sample(args) -> int:
     from .models.select import choose_model
     from .provenance import provenance
     from .samplers.dpmot import get_preset
-    from .samplers.generate import DPMOT_SAMPLERS, check_rows, prepare, within_model_range
+    from .samplers.generate import DPMOT_SAMPLERS, check_rows, model_options, prepare
 
     # every check before any expensive work (an on-the-spot OT fit, training a model)
     dataset = _dataset(args)
@@ -230,8 +230,7 @@ def cmd_sample(args) -> int:
     if model not in ("exact", "trained"):  # a file: cheap to load and check now; it fixes the data's scale
         choice = choose_model(dataset, model, config=args.model_config, scheduler=args.scheduler, device=args.device)
         dataset, denoiser, description = choice.dataset, choice.denoiser, choice.description
-        options = within_model_range(args.sampler if args.preset is None else sampler, options,
-                                     choice.sigma_min, choice.sigma_max)
+        options = model_options(args.sampler if args.preset is None else sampler, options, choice)
     ot_map = None
     if args.ot is not None:
         from .ot import SemiDiscreteOT
@@ -378,34 +377,39 @@ def cmd_fid(args) -> int:
         raise InputError("--features inception needs --inception-weights FILE (a local copy of pytorch-fid's "
                          "pt_inception-2015-12-05-6726825d.pth or torch-fidelity's "
                          "weights-inception-2015-12-05-6726825d.pth; nothing is downloaded)")
-    given = [flag for flag, value in (("--reference", args.reference), ("--reference-stats", args.reference_stats),
-                                      ("--dataset / --data", args.dataset or args.data)) if value]
-    if len(given) != 1:
+    files = [flag for flag, value in (("--reference", args.reference), ("--reference-stats", args.reference_stats))
+             if value]
+    if len(files) > 1 or not (files or args.dataset or args.data):
         raise InputError("give one reference: --reference FILE.npz, --reference-stats FILE.npz (Inception) or "
-                         "--dataset NAME / --data PATH [--split train|heldout]")
+                         "--dataset NAME / --data PATH [--split train|heldout] (which also gives flat rows "
+                         "their image shape)")
     if args.reference_stats and args.features != "inception":
         raise InputError("--reference-stats holds Inception statistics: use it with --features inception")
     samples = _sample_rows(args.samples)
     dataset = _dataset(args)
     shape = dataset.shape if dataset is not None else None
-    value_range = dataset.value_range if dataset is not None and dataset.value_range else None
-    value_range = tuple(args.sample_range) if args.sample_range else _sample_range(args.samples) or value_range or (-1.0, 1.0)
+    data_range = dataset.value_range if dataset is not None and dataset.value_range else (-1.0, 1.0)
+    value_range = tuple(args.sample_range) if args.sample_range else _sample_range(args.samples) or data_range
     if not value_range[0] < value_range[1]:
         raise InputError(f"--sample-range needs LOW < HIGH, got {value_range}")
-    reference = None
+    reference, reference_range = None, data_range
     if args.reference:
         reference = _sample_rows(args.reference)
-    elif dataset is not None:
+        reference_range = _sample_range(args.reference) or data_range
+    elif dataset is not None and not args.reference_stats:
         reference = dataset.data(args.split)[0]
     if args.features == "digits":
-        extract = get_digits_classifier(device=args.device, progress=not args.quiet).features
+        classifier = get_digits_classifier(device=args.device, progress=not args.quiet)
+
+        def extract(x, _):
+            return classifier.features(x)
     else:
         inception = InceptionFeatures(args.inception_weights, device=args.device)
-        low, high = value_range
 
-        def extract(x):
+        def extract(x, value_range):  # images mapped from their value range to Inception's [-1, 1]
             if x.ndim == 2 and shape is None:
                 raise ShapeError("flat samples need --dataset NAME or --data PATH to know their image shape")
+            low, high = value_range
             images = x.reshape(-1, *shape) if x.ndim == 2 else x
             return inception((images - low) * (2 / (high - low)) - 1, progress=not args.quiet)
     for name, x in (("samples", samples), ("reference", reference)):
@@ -413,13 +417,15 @@ def cmd_fid(args) -> int:
             raise ShapeError(f"the digits classifier takes 8x8 images (64 values per row); the {name} have "
                              f"{x[0].numel()}: use --features inception")
     with torch.no_grad():
-        features = extract(samples.to(args.device)).cpu()
-        reference_features = None if reference is None else extract(reference.to(args.device)).cpu()
+        features = extract(samples.to(args.device), value_range).cpu()
+        reference_features = None if reference is None else extract(reference.to(args.device), reference_range).cpu()
     stats = load_fid_stats(args.reference_stats) if args.reference_stats else feature_statistics(reference_features)
     result = {"fd": frechet_distance_from_stats(*feature_statistics(features), *stats), "features": args.features,
               "n_samples": samples.shape[0], "n_reference": None if reference is None else reference.shape[0],
               "samples": args.samples,
               "reference": args.reference or args.reference_stats or f"{dataset.name}:{args.split}"}
+    if dataset is not None and dataset.fingerprint is not None:
+        result["value_range"] = list(value_range)
     if args.features == "inception" and reference_features is not None:
         kid = kernel_inception_distance(features, reference_features)
         result.update(kid_mean=kid["kid_mean"], kid_std=kid["kid_std"], kid_subset_size=kid["subset_size"])
@@ -512,9 +518,7 @@ def cmd_reproduce(args) -> int:
     result = reproduce(config, device=device, out=args.out, resume=args.resume, progress=not args.quiet,
                        stage=args.stage)
     if args.stage == "fit":
-        from .ot.distributed import is_main_process
-
-        if is_main_process():
+        if result is not None:  # the main process (under torchrun)
             print(json.dumps({"maps": result}))
     else:
         print(result)

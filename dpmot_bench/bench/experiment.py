@@ -75,28 +75,11 @@ class UserData:
         self.maps: dict = {}  # sampler -> an OT map file fitted elsewhere
 
     def sampler_options(self, sampler: str) -> dict:
-        """The options of every cell of ``sampler``: the experiment's, the grid inside the model's sigma
-        range, and for the paper preset on an NCSNv2 model that model's own schedule (its levels and
-        ``sampling.step_lr``; without one in the YAML, CIFAR-10's ratio step_lr / sigma_L^2 = 0.062)."""
-        from ..samplers.dpmot import NCSN_SIGMA_L, NCSN_STEP_LR
-        from ..samplers.generate import within_model_range
+        """The options of every cell of ``sampler``: the experiment's, then the model's (its own NCSNv2
+        schedule for the paper preset, the grid inside its sigma range: samplers.generate.model_options)."""
+        from ..samplers.generate import model_options
 
-        options = dict(self.experiment.options.get(sampler, {}))
-        if sampler == "dpm-ot-paper" and self.choice.kind == "ncsnv2" and "ncsn_levels" not in options:
-            sigmas = self.choice.sigmas
-            step_lr = self._ncsn_step_lr() or NCSN_STEP_LR / NCSN_SIGMA_L ** 2 * float(sigmas[-1]) ** 2
-            options.update(ncsn_sigma_1=float(sigmas[0]), ncsn_sigma_L=float(sigmas[-1]), ncsn_levels=len(sigmas),
-                           ncsn_step_lr=step_lr)
-        return within_model_range(sampler, options, self.choice.sigma_min, self.choice.sigma_max)
-
-    def _ncsn_step_lr(self) -> float | None:
-        if self.experiment.model_config is None:
-            return None
-        import yaml
-
-        config = yaml.safe_load(Path(self.experiment.model_config).read_text()) or {}
-        value = (config.get("sampling") or {}).get("step_lr")
-        return float(value) if isinstance(value, (int, float)) and value > 0 else None
+        return model_options(sampler, self.experiment.options.get(sampler, {}), self.choice)
 
     @cached_property
     def _inception(self):

@@ -33,6 +33,7 @@ class ModelChoice:
     sigma_max: float | None = None
     sigmas: torch.Tensor | None = None  # the model's own discrete levels, descending (NCSNv2, DDPM)
     kind: str = "builtin"  # or the loaded model's: diffusers, ncsnv2, dpmot
+    step_lr: float | None = None  # an NCSNv2 YAML's sampling.step_lr (its annealed Langevin step)
 
 
 def _is_own_checkpoint(path: Path) -> bool:
@@ -70,4 +71,15 @@ def choose_model(dataset: Dataset, model: str | None = None, *, config: str | No
     if loaded.data_range is not None and dataset.is_finite:
         dataset = dataset.rescaled(*loaded.data_range)
     return ModelChoice(dataset, loaded.denoiser, model, loaded.description, float(loaded.sigma_min),
-                       float(loaded.sigma_max), loaded.sigmas, loaded.kind)
+                       float(loaded.sigma_max), loaded.sigmas, loaded.kind,
+                       _ncsn_step_lr(config) if loaded.kind == "ncsnv2" else None)
+
+
+def _ncsn_step_lr(config) -> float | None:
+    """``sampling.step_lr`` of an NCSNv2 YAML (a path or the parsed mapping), None when absent."""
+    if isinstance(config, (str, Path)):
+        import yaml
+
+        config = yaml.safe_load(Path(config).read_text())  # load_denoiser has read it once already
+    value = ((config or {}).get("sampling") or {}).get("step_lr") if isinstance(config, dict) else None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else None

@@ -248,14 +248,18 @@ def reproduce(config: ReproduceConfig, *, device=None, out=None, resume: bool = 
     return build_report(suite, out, resume=resume, device=device, progress=progress, user=user)
 
 
-def fit_maps(suite, out: Path, user, device, progress: bool) -> list[str]:
-    """Every DPM-OT map of the suite, fitted and saved by the main process (all processes compute)."""
+def fit_maps(suite, out: Path, user, device, progress: bool) -> list[str] | None:
+    """Every DPM-OT map of the suite, fitted and saved by the main process (all processes compute); the
+    maps' paths on the main process, None on the others."""
     from ..bench.context import Context
     from ..bench.runner import expand
     from ..ot.distributed import process_group
+
+    from ..ot.distributed import is_main_process
 
     with process_group(device) as device:
         ctx = Context(suite, out / "work", device, progress, user)
         for cell in (c for c in expand(suite) if c.task == "ot-fit"):
             ctx.ot_map(cell.dataset, cell.method, cell.nfe)
-    return sorted(str(p) for p in (out / "work" / "maps").glob("*.npz"))
+        main = is_main_process()
+    return sorted(str(p) for p in (out / "work" / "maps").glob("*.npz")) if main else None

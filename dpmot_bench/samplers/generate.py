@@ -90,6 +90,23 @@ def sampler_options(sampler: str | Preset, values: Mapping):
     return sampler, plan_options(sampler, values)
 
 
+def model_options(sampler: str | Preset, values: Mapping, choice) -> dict:
+    """``values`` for sampling with a loaded model (a :class:`~dpmot_bench.models.select.ModelChoice`): a
+    DPM-OT preset whose tail is ``ncsn-langevin`` runs on an NCSNv2 model's own levels and ``step_lr``
+    (without one in its YAML, CIFAR-10's ratio step_lr / sigma_L^2 = 0.062), unless the user set them;
+    then the grid is kept inside the model's trained sigma range (:func:`within_model_range`)."""
+    values = dict(values)
+    if getattr(choice, "kind", None) == "ncsnv2" and choice.sigmas is not None and "ncsn_levels" not in values:
+        is_dpmot = isinstance(sampler, Preset) or sampler in DPMOT_SAMPLERS or sampler in dpmot.PRESETS
+        base = sampler if isinstance(sampler, Preset) else dpmot.PRESETS.get(DPMOT_SAMPLERS.get(sampler, sampler))
+        if is_dpmot and values.get("tail", base.tail) == dpmot.NCSN_TAIL:
+            sigmas = choice.sigmas
+            step_lr = choice.step_lr or dpmot.NCSN_STEP_LR / dpmot.NCSN_SIGMA_L ** 2 * float(sigmas[-1]) ** 2
+            values.update(ncsn_sigma_1=float(sigmas[0]), ncsn_sigma_L=float(sigmas[-1]), ncsn_levels=len(sigmas),
+                          ncsn_step_lr=float(step_lr))
+    return within_model_range(sampler, values, getattr(choice, "sigma_min", None), getattr(choice, "sigma_max", None))
+
+
 def within_model_range(sampler: str, values: Mapping, sigma_min: float | None, sigma_max: float | None) -> dict:
     """``values`` with the grid's ends moved into a loaded model's trained range ``[sigma_min, sigma_max]``
     where the user left them to the sampler's defaults (EDM's 80 .. 0.002; a DPM-OT tail's end), with a
