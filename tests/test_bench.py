@@ -138,23 +138,53 @@ def test_the_ot_fit_row_of_a_reloaded_map_is_the_fitted_maps(tmp_path):
         {k: v for k, v in rows[1].items() if k != "fit_seconds"}
 
 
-def test_claims_verdicts_follow_the_numbers():
-    def rows(method, nfe, mix, q):
-        return {"dataset": "gmm-ring8", "method": method, "nfe": nfe, "between_modes": mix, "between_modes_ci": 0.01,
-                "w2": q, "w2_ci": 0.01, "copy_rate_targets": 0.0, "copy_rate_targets_ci": 0.0,
-                "baseline_copy_rate": 0.01, "baseline_copy_rate_ci": 0.0}
-    summary = pd.DataFrame([rows("dpm-ot", 10, 0.01, 0.2), rows("euler", 10, 0.3, 0.5), rows("euler", 50, 0.1, 0.21)])
+def test_claims_verdicts_follow_paired_tests_on_known_differences(tmp_path):
+    """Synthetic paired per-sample files with a known answer: DPM-OT mixes far less than euler (supported),
+    reaches euler@50's MMD^2 within the margin (supported); swapped, the claims are refuted; the threshold
+    claims keep their rules."""
+    from dpmot_bench.bench.context import paired_path
+    from dpmot_bench.io import save_npz
+    from dpmot_bench.report.decide import Comparisons
+
+    rng = np.random.default_rng(0)
+    seeds, n = (0, 1, 2), 400
+    arms = {("dpm-ot", 10): (0.01, 0.0), ("euler", 10): (0.3, 0.05), ("euler", 50): (0.1, 0.0)}  # mixing, mmd2
+    records = []
+    for (method, nfe), (mix, mmd) in arms.items():
+        for seed in seeds:
+            save_npz(paired_path(tmp_path, "gmm-ring8", method, nfe, seed),
+                     mixed=(rng.random(n) < mix).astype(float), mmd2=mmd + 0.001 * rng.standard_normal(n),
+                     high_quality=np.ones(n))
+            records.append({"dataset": "gmm-ring8", "method": method, "nfe": nfe, "seed": seed, "n": n,
+                            "between_modes": mix, "mmd2": mmd, "w2": 0.2 + 0.3 * (method == "euler" and nfe == 10)
+                            + 0.001 * seed, "high_quality": 1.0, "copy_rate_targets": 0.0, "baseline_copy_rate": 0.01})
+    samples = pd.DataFrame(records)
+    summary = summarise(samples, ["dataset", "method", "nfe"], ["between_modes", "mmd2", "w2", "high_quality",
+                                                                  "copy_rate_targets", "baseline_copy_rate"])
     fits = pd.DataFrame([{"dataset": "gmm-ring8", "method": "dpm-ot", "n_targets": 10, "iterations": 5,
                           "fit_seconds": 1.0, "l1_mass_error": 0.5, "l1_noise_floor": 0.001, "max_rel_mass_error": 0.9}])
-    table = claims_table(summary, {"gmm-ring8": 0.2}, {"gmm-ring8": True}, fits, None).set_index("claim")
+    comparisons = Comparisons(tmp_path, samples, seeds, kernel_energy={"gmm-ring8": 1.0},
+                              mixing={"gmm-ring8": "between_modes"})
+    table = claims_table(summary, {"gmm-ring8": 0.2}, {"gmm-ring8": True}, fits, None,
+                         comparisons=comparisons).set_index("claim")
     verdicts = table["verdict"].to_dict()
-    assert verdicts["High-quality samples in about 10 NFE"] == "supported"
     assert verdicts["Less mode mixture than fast samplers at equal NFE"] == "supported"
+    assert verdicts["High-quality samples in about 10 NFE"] == "supported"  # MMD^2 and W2 both within 5%
     assert verdicts["The semi-discrete OT solver converges"] == "not supported"
     assert verdicts["An error bound guarantees stability"] == "not measurable here"
-    worse = summary.assign(between_modes=[0.5, 0.3, 0.1])
-    table = claims_table(worse, {}, {"gmm-ring8": True}, fits, None).set_index("claim")
-    assert table.loc["Less mode mixture than fast samplers at equal NFE", "verdict"] == "not supported"
+    assert "power" in table.columns and "margin" in table.loc["High-quality samples in about 10 NFE", "measurement"]
+    # the same files with the arms' roles swapped: DPM-OT mixes more than euler -> refuted
+    for seed in seeds:
+        a, b = (paired_path(tmp_path, "gmm-ring8", m, 10, seed) for m in ("dpm-ot", "euler"))
+        a.rename(tmp_path / "swap.npz"), b.rename(a), (tmp_path / "swap.npz").rename(b)
+    swapped = summary.assign(between_modes=summary.between_modes.where(summary.nfe != 10, summary.between_modes[::-1].values))
+    comparisons = Comparisons(tmp_path, samples, seeds, kernel_energy={"gmm-ring8": 1.0},
+                              mixing={"gmm-ring8": "between_modes"})
+    table = claims_table(swapped, {}, {"gmm-ring8": True}, fits, None, comparisons=comparisons).set_index("claim")
+    assert table.loc["Less mode mixture than fast samplers at equal NFE", "verdict"] == "refuted"
+    # without paired data the quality claims are not measurable, never guessed
+    table = claims_table(summary, {}, {"gmm-ring8": True}, fits, None).set_index("claim")
+    assert table.loc["High-quality samples in about 10 NFE", "verdict"] == "not measurable here"
 
 
 def test_markdown_table_formats_ci():

@@ -23,6 +23,12 @@ if TYPE_CHECKING:
 REFERENCE_SEED = 10_000  # fresh true samples for W2 are drawn from seeds REFERENCE_SEED + cell seed
 
 
+def paired_path(work: Path, dataset: str, method: str, nfe: int, seed: int, params: dict | None = None) -> Path:
+    """Where a sample cell's per-sample values live (sigma_star sweeps have their own)."""
+    extra = "".join(f"-{k}{v:g}" for k, v in sorted((params or {}).items()) if k == "sigma_rel")
+    return work / "paired" / f"{dataset}-{method}-{nfe}-{seed}{extra}.npz"
+
+
 class Context:
     """Memoised set-up shared by the cells of one run."""
 
@@ -173,6 +179,12 @@ class Context:
     def reference(self, dataset: str, n: int, seed: int) -> torch.Tensor:
         """Fresh true samples (GMMs) to compare generated samples with."""
         return self.dataset(dataset).sample(n, seed=REFERENCE_SEED + seed)[0]
+
+    def save_paired(self, cell: Cell, **arrays) -> None:
+        """Per-sample values of a sample cell (row i from the seed's noise row i, as in every arm), kept for
+        the report's paired comparisons: ``work/paired/<cell>.npz``."""
+        save_npz(paired_path(self.work, cell.dataset, cell.method, cell.nfe, cell.seed, dict(cell.params)),
+                 **{k: np.asarray(v) for k, v in arrays.items()})
 
     def save_samples(self, cell: Cell, **arrays) -> None:
         save_npz(self.work / "samples" / f"{cell.task}-{cell.dataset}-{cell.method}.npz",

@@ -28,7 +28,8 @@ def _draw(ctx: Context, cell: Cell, sigma_star: float | None = None):
 def _quality(ctx: Context, cell: Cell, x: torch.Tensor, ot_map) -> tuple[dict, dict]:
     """Metrics of a sample set, and the per-sample arrays worth keeping for figures."""
     from ..metrics import (feature_statistics, frechet_distance_from_stats, gmm_mode_metrics, memorisation,
-                           mode_mixture_curve, precision_recall_density_coverage, w2)
+                           mmd2_contributions, mode_mixture_curve, per_mode_statistics,
+                           precision_recall_density_coverage, w2)
 
     dataset = ctx.dataset(cell.dataset)
     targets = None if ot_map is None else ot_map.targets_.cpu()
@@ -50,18 +51,28 @@ def _quality(ctx: Context, cell: Cell, x: torch.Tensor, ot_map) -> tuple[dict, d
                    ratio_copy_rate_targets=memo["ratio_copy_rate_targets"])
         arrays["nn_to_targets"] = memo["nn_to_targets"]
     if dataset.mixture is not None:
-        modes = gmm_mode_metrics(x, dataset.mixture)
+        modes = gmm_mode_metrics(x, dataset.mixture, masks=True)
         row.update({k: modes[k] for k in ("high_quality", "between_modes", "outliers", "modes_covered",
                                           "n_modes", "kl", "tv")})
         row["w2"] = w2(x, ctx.reference(cell.dataset, x.shape[0], cell.seed))
+        # unbiased MMD^2 to the mixture itself (kernel means in closed form: 0 in expectation for true
+        # samples), as per-sample terms whose mean it is, so that arms can be compared sample by sample
+        psi = mmd2_contributions(x, dataset.mixture)
+        row["mmd2"] = float(psi.mean())
+        per_mode = per_mode_statistics(x, dataset.mixture)
+        row.update(max_weight_error=per_mode["max_abs_weight_error"], spread_ratio=per_mode["mean_spread_ratio"])
+        paired = {"mmd2": psi.cpu().numpy(), "high_quality": modes["high_quality_mask"],
+                  "mixed": modes["between_mask"]}
     else:
         features = ctx.features(cell.dataset, x)
         row["fd"] = frechet_distance_from_stats(*feature_statistics(features), *ctx.reference_statistics(cell.dataset),
                                                 method="eigh")
         probs = ctx.probs(cell.dataset, x)
+        paired = {"features": features.float().numpy()}
         if probs is not None:
             row.update({f"mmr_{lam:g}": v for lam, v in mode_mixture_curve(probs).items()})
             row["mmr"] = row["mmr_0.2"]
+            paired["mixed"] = ((probs >= 0.2).sum(1) >= 2).numpy()  # the lambda = 0.2 rule, per sample
         train_features = ctx.train_features(cell.dataset)
         row.update(precision_recall_density_coverage(train_features, features, k=3))
         if ctx.is_user(cell.dataset) and ctx.user.experiment.kid:
@@ -69,6 +80,7 @@ def _quality(ctx: Context, cell: Cell, x: torch.Tensor, ot_map) -> tuple[dict, d
 
             kid = kernel_inception_distance(features, train_features)
             row.update(kid_mean=kid["kid_mean"], kid_std=kid["kid_std"], kid_subset_size=kid["subset_size"])
+    ctx.save_paired(cell, **paired)
     return row, arrays
 
 

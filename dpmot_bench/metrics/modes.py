@@ -78,11 +78,14 @@ def high_quality_radius(n_std: float, dim: int) -> float:
     return math.sqrt(stats.chi2.isf(stats.chi2.sf(n_std ** 2, 2), dim))
 
 
-def gmm_mode_metrics(x, mixture: GaussianMixture, n_std: float = 3.0, min_count: int = 1) -> dict:
+def gmm_mode_metrics(x, mixture: GaussianMixture, n_std: float = 3.0, min_count: int = 1,
+                     masks: bool = False) -> dict:
     """Mode statistics of samples x (n, d) against a Gaussian mixture (see the module docstring).
 
     Returns ``high_quality``, ``between_modes``, ``outliers`` (shares summing to 1), ``modes_covered``,
-    ``n_modes``, ``kl``, ``tv``, ``mode_counts``, ``high_quality_counts`` and ``radius_in_std``."""
+    ``n_modes``, ``kl``, ``tv``, ``mode_counts``, ``high_quality_counts`` and ``radius_in_std``; with
+    ``masks`` also the per-sample indicators ``high_quality_mask`` and ``between_mask`` (numpy bool),
+    whose means are the shares (for paired per-sample comparisons)."""
     if not isinstance(mixture, GaussianMixture):
         raise InputError(f"mixture must be a GaussianMixture, got {type(mixture).__name__}")
     if bool((mixture.stds == 0).any()):
@@ -124,6 +127,7 @@ def gmm_mode_metrics(x, mixture: GaussianMixture, n_std: float = 3.0, min_count:
         "mode_counts": counts.long().tolist(),
         "high_quality_counts": high_counts.tolist(),
         "radius_in_std": scale,
+        **({"high_quality_mask": high.cpu().numpy(), "between_mask": between.cpu().numpy()} if masks else {}),
     }
 
 
