@@ -88,7 +88,7 @@ class Context:
         from ..samplers.dpmot import preset_with
 
         preset = preset_with(self.preset(sampler), self.sampler_options(dataset, sampler, fit=True))
-        preset = replace(preset, n_latents=self.suite.latents_for(dataset),
+        preset = replace(preset, n_latents=self.suite.latents_for(dataset, sampler),
                          **({} if sigma_star is None else {"sigma_star": sigma_star}))
         budget = preset.sigma_star == "budget"
         level = f"{preset.sigma_star_for(self.dataset(dataset), nfe):.6g}" if budget else 0
