@@ -25,7 +25,7 @@ REFERENCE_SEED = 10_000  # fresh true samples for W2 are drawn from seeds REFERE
 
 def paired_path(work: Path, dataset: str, method: str, nfe: int, seed: int, params: dict | None = None) -> Path:
     """Where a sample cell's per-sample values live (sigma_star sweeps have their own)."""
-    extra = "".join(f"-{k}{v:g}" for k, v in sorted((params or {}).items()) if k == "sigma_rel")
+    extra = "".join(f"-{k}{v:g}" for k, v in sorted((params or {}).items()) if k != "n")  # side studies
     return work / "paired" / f"{dataset}-{method}-{nfe}-{seed}{extra}.npz"
 
 
@@ -76,7 +76,8 @@ class Context:
 
         return PRESETS[DPMOT_SAMPLERS[sampler]]
 
-    def ot_map(self, dataset: str, sampler: str, nfe: int = 0, sigma_star: float | None = None):
+    def ot_map(self, dataset: str, sampler: str, nfe: int = 0, sigma_star: float | None = None,
+               n_latents: int | None = None):
         """``(map, fit seconds or None)`` of a DPM-OT sampler: fitted once per run with seed 0, saved under
         work/maps and reloaded on resume. A preset whose sigma_star follows the budget (the paper's) has
         one map per latent level (NFE 1 and 2 share one); the others one per dataset (and sigma_star)."""
@@ -88,11 +89,11 @@ class Context:
         from ..samplers.dpmot import preset_with
 
         preset = preset_with(self.preset(sampler), self.sampler_options(dataset, sampler, fit=True))
-        preset = replace(preset, n_latents=self.suite.latents_for(dataset, sampler),
+        preset = replace(preset, n_latents=n_latents or self.suite.latents_for(dataset, sampler),
                          **({} if sigma_star is None else {"sigma_star": sigma_star}))
         budget = preset.sigma_star == "budget"
         level = f"{preset.sigma_star_for(self.dataset(dataset), nfe):.6g}" if budget else 0
-        key = (dataset, sampler, level, sigma_star)
+        key = (dataset, sampler, level, sigma_star) + ((f"n{n_latents}",) if n_latents else ())
         if key not in self._maps:
             name = "-".join(str(k) for k in key if k not in (None, 0))
             path = self.work / "maps" / f"{name}.npz"

@@ -38,6 +38,8 @@ def expand(suite: Suite) -> list[Cell]:
               for d in suite.datasets for s in suite.samplers for nfe in suite.nfes for seed in suite.seeds]
     cells += [Cell.make("sigma-star", d, "dpm-ot", suite.sweep_nfe, seed, n=suite.samples_for(d), sigma_rel=s)
               for d in suite.sweep_datasets for s in suite.sweep_sigmas for seed in suite.seeds]
+    cells += [Cell.make("latent-count", d, "dpm-ot", suite.sweep_nfe, seed, n=suite.samples_for(d), n_latents=k)
+              for d in suite.latent_curve_datasets for k in suite.latent_curve_sizes for seed in suite.seeds]
     cells += [Cell.make("train-loss", d) for d in suite.train_loss_datasets]
     if "digits" in suite.datasets:
         cells.append(Cell.make("classifier", "digits"))

@@ -34,6 +34,9 @@ class Suite:
     sweep_nfe: int = 10
     figure_nfe: int = 10  # sample scatters / digit grids at this NFE
     train_loss_datasets: tuple[str, ...] = ()  # trained vs exact denoising loss
+    # DPM-OT's quality against its number of latents N (GMMs; at sweep_nfe), beside the finite-N floor
+    latent_curve_datasets: tuple[str, ...] = ()
+    latent_curve_sizes: tuple[int, ...] = ()
     ot_benchmarks: str | None = None  # "quick" / "full" OT kernel and solver benchmarks
     bound_checks: str | None = None  # "quick" / "full" error-bound checks
     floor_repeats: int = 5
@@ -59,6 +62,7 @@ SUITES = {
         # the paper preset's adam-mc takes 80-190 s per map at N = 2000 (one map per NFE): 250 in the quick suite
         sampler_latents={("gmm-grid25", "dpm-ot-paper"): 250},
         sweep_datasets=("digits",), sweep_sigmas=(0.01, 0.1, 1.0),
+        latent_curve_datasets=("gmm-grid25",), latent_curve_sizes=(50, 125, 250, 500, 1000, 2000),
         train_loss_datasets=("gmm-ring8",), ot_benchmarks="quick", bound_checks="quick"),
     "full": Suite(
         "full", "all samplers x NFE grid x 5 seeds on every dataset with more samples; full OT and bound checks",
@@ -66,11 +70,13 @@ SUITES = {
         n_samples={"gmm-ring8": 2000, "gmm-grid25": 2000, "gmm-hd": 2000, "digits": 450},
         sweep_datasets=("gmm-ring8", "gmm-grid25", "gmm-hd", "digits"),
         sweep_sigmas=(0.003, 0.01, 0.03, 0.1, 0.25, 0.5, 1.0, 2.0),
-        train_loss_datasets=("gmm-ring8", "gmm-grid25", "gmm-hd"), ot_benchmarks="full", bound_checks="full"),
+        train_loss_datasets=("gmm-ring8", "gmm-grid25", "gmm-hd"), ot_benchmarks="full", bound_checks="full",
+        latent_curve_datasets=("gmm-grid25", "gmm-hd"), latent_curve_sizes=(50, 125, 250, 500, 1000)),
     "tiny": Suite(
         "tiny", "a smoke-test suite: two samplers, two NFEs, two seeds on gmm-ring8",
         datasets=("gmm-ring8",), samplers=("dpm-ot", "euler"), nfes=(2, 5), seeds=(0, 1),
         n_samples={"gmm-ring8": 200}, n_latents={"gmm-ring8": 100}, sweep_datasets=("gmm-ring8",), sweep_sigmas=(0.02, 0.25), sweep_nfe=5,
+        latent_curve_datasets=("gmm-ring8",), latent_curve_sizes=(20, 100),
         figure_nfe=5, floor_repeats=2),
 }
 

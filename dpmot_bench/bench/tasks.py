@@ -17,7 +17,7 @@ def _draw(ctx: Context, cell: Cell, sigma_star: float | None = None):
 
     ot_map = None
     if cell.method in DPMOT_SAMPLERS:
-        ot_map = ctx.ot_map(cell.dataset, cell.method, cell.nfe, sigma_star)[0]
+        ot_map = ctx.ot_map(cell.dataset, cell.method, cell.nfe, sigma_star, dict(cell.params).get("n_latents"))[0]
     n = dict(cell.params)["n"]
     result = generate(ctx.dataset(cell.dataset), cell.method, cell.nfe, n, cell.seed,
                       ctx.denoiser(cell.dataset), ot_map=ot_map, device=ctx.device, progress=False,
@@ -103,6 +103,23 @@ def sigma_star_task(ctx: Context, cell: Cell) -> dict:
     return {"sigma_star": sigma_star, **sample_task(ctx, cell, sigma_star)}
 
 
+def latent_count_task(ctx: Context, cell: Cell) -> dict:
+    """DPM-OT (default preset) over the first N held-out latents, and the finite-N floor: the MMD^2 of
+    the N clean held-out points themselves, MMD^2(empirical measure, mixture) (a V-statistic), which is
+    what a sampler emitting exact copies of those N points scores in expectation; a map onto N latents
+    cannot do better than reproduce them."""
+    from ..metrics import mmd2_to_mixture
+
+    x, index, nfe_spent, seconds, ot_map = _draw(ctx, cell)
+    row, _ = _quality(ctx, cell, x, ot_map)
+    n_latents = dict(cell.params)["n_latents"]
+    clean = ctx.split(cell.dataset, "heldout")[:n_latents]
+    stats = mmd2_to_mixture(clean, ctx.dataset(cell.dataset).mixture)
+    floor = stats["mmd2"] + (1 - stats["kernel_mean_sample"]) / n_latents  # U -> V: the k(x_i, x_i) = 1 terms
+    return {**{k: row[k] for k in ("mmd2", "w2", "high_quality", "between_modes", "copy_rate_targets") if k in row},
+            "n_latents_used": int(ot_map.targets_.shape[0]), "mmd2_floor_n": floor, "nfe_spent": nfe_spent}
+
+
 def floor_task(ctx: Context, cell: Cell) -> dict:
     """What a perfect sampler scores: true samples measured like generated ones."""
     from ..metrics import feature_statistics, frechet_distance_from_stats, mode_mixture_ratio, w2_floor
@@ -169,7 +186,7 @@ def bound_task(ctx: Context, cell: Cell) -> list[dict]:
 TASKS = {"sample": sample_task, "floor": floor_task, "ot-fit": ot_fit_task, "train-loss": train_loss_task,
          "classifier": classifier_task, "ot-kernel": ot_benchmark_task, "ot-solver": ot_benchmark_task,
          "ot-scale": ot_benchmark_task, "bound": bound_task,
-         "sigma-star": lambda ctx, cell: sigma_star_task(ctx, cell)}
+         "sigma-star": lambda ctx, cell: sigma_star_task(ctx, cell), "latent-count": latent_count_task}
 
 
 def run_cell(ctx: Context, cell: Cell):
