@@ -143,7 +143,10 @@ class Report:
                  "source noise, row by row): the measurement gives the difference a - b with its 90% interval "
                  "(the one-sided test at alpha 0.05 it inverts), the margin, the p-value and the power; "
                  "*undecided* means this run cannot decide and says how many samples per cell would give 80% "
-                 "power. How to read a verdict: README, \"Reading a verdict\".\n")
+                 "power. Where that number exceeds the quick suite's samples per cell, this machine's quick run "
+                 "cannot decide the claim; the full suite (`dpmot report --suite full`: 2000 samples per cell on "
+                 "the GMMs, 5 seeds; not run here) is the next step. How to read a verdict: README, "
+                 "\"Reading a verdict\".\n")
         self.add(markdown_table(table))
 
     def quality(self) -> None:
@@ -191,9 +194,11 @@ class Report:
         gmm_part = self.summary[[self.gmm[d] for d in self.summary.dataset]]
         if not gmm_part.empty:
             nfe = self.suite.figure_nfe
-            cols = ["dataset", "method", "high_quality", "modes_covered", "kl", "tv"]
+            cols = ["dataset", "method", "high_quality", "modes_covered", "kl", "tv", "max_weight_error", "spread_ratio"]
+            cols = [c for c in cols if c in gmm_part]
             self.add(f"Mode statistics at NFE {nfe} (high-quality share, modes covered, KL and TV of the "
-                     "per-mode histogram from the true weights):\n")
+                     "per-mode histogram from the true weights, the largest per-mode weight error, and the "
+                     "within-mode spread as a ratio to the true spread: 1 for true samples):\n")
             self.add(markdown_table(with_ci(gmm_part[gmm_part.nfe == nfe][cols + [f"{c}_ci" for c in cols[2:]]],
                                             cols[2:])))
         mmr_cols = [c for c in self.samples.columns if c.startswith("mmr_")]

@@ -131,8 +131,11 @@ def claims_table(summary: pd.DataFrame, floors: dict, gmm: dict, ot_fits: pd.Dat
             fit = ot_fits[(ot_fits.dataset == d) & (ot_fits.method == "dpm-ot")] if not ot_fits.empty else ot_fits
             if len(fit):
                 row = fit.iloc[0]
+                from ..samplers.dpmot import PRESETS
+
                 notes.append(f"{d}: DPM-OT's map over N = {int(row.n_targets)} latents at sigma_star "
-                             f"{row.get('sigma_star', float('nan')):.3g}, l1 mass error {row.l1_mass_error:.3g}")
+                             f"{row.get('sigma_star', float('nan')):.3g}, l1 mass error {row.l1_mass_error:.3g}, "
+                             f"tail {PRESETS['default'].tail} from sigma_star")
     tested = [r for r in results if r is not None and not r.get("_text")]
     effect = "; ".join(text(r) for r in tested) or "n/a"
     claims.append((f"G3.1: DPM-OT at NFE {headline_nfe} reaches {ref_method} at NFE {ref_nfe}",
