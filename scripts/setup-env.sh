@@ -22,4 +22,4 @@ else
   echo "setup: no torch found; installing the CPU build torch==2.13.0"
   "${pip[@]}" install -q torch==2.13.0
 fi
-"${pip[@]}" install -q -e ".[test]"
+"${pip[@]}" install -q -e ".[test,text]"
