@@ -137,6 +137,23 @@ def model_identity(device: torch.device) -> dict:
             "procedure": "one prompt per forward pass, one CPU thread, L2-normalised in float64"}
 
 
+@contextlib.contextmanager
+def _quiet_transformers():
+    """Turn transformers' progress bars off for the block (restored after it)."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # the import of sentence-transformers then fails with its own clear line
+        yield
+        return
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
 def _check_prompts(prompts) -> list[str]:
     if isinstance(prompts, str):
         raise InputError("prompts must be a list of strings, got one str; pass [text] for a single prompt")
@@ -180,8 +197,9 @@ class TextEncoder:
         if self._model is None:
             path = model_dir()
             sentence_transformers = _import("sentence_transformers")
-            model = sentence_transformers.SentenceTransformer(str(path), device=str(self.device),
-                                                              local_files_only=True)
+            with _quiet_transformers():  # no "Loading weights" progress bar on stderr
+                model = sentence_transformers.SentenceTransformer(str(path), device=str(self.device),
+                                                                  local_files_only=True)
             model.eval()
             for parameter in model.parameters():
                 parameter.requires_grad_(False)
