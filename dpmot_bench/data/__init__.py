@@ -2,6 +2,7 @@
 from arrays, ``.npy`` / ``.npz`` files or image folders (:func:`from_array`, :func:`from_path`)."""
 from .files import from_array, from_path
 from .gmm import GaussianMixture
+from .prompts import Prompt, PromptSet, get_prompt_set, prompt_sets
 from .registry import SPLITS, Dataset, dataset_names, get_dataset
 
 
@@ -11,4 +12,4 @@ def empirical_denoiser(points, weights=None) -> GaussianMixture:
 
 
 __all__ = ["GaussianMixture", "Dataset", "SPLITS", "dataset_names", "get_dataset", "empirical_denoiser",
-           "from_array", "from_path"]
+           "from_array", "from_path", "Prompt", "PromptSet", "get_prompt_set", "prompt_sets"]

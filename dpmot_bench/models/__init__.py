@@ -8,6 +8,7 @@ from .ncsnv2 import NCSNv2Config, NCSNv2Denoiser, NCSNv2Net, load_ncsnv2, parse_
 from .evaluation import DenoisingLoss, data_std, denoiser_distance, denoising_loss
 from .networks import MLP, EDMDenoiser, FourierFeatures, SmallUNet, edm_scalings
 from .registry import cached_model_path, default_model, get_denoiser, train_cached
+from .text import TextEncoder, TextEncoderUnavailable, get_text_encoder
 from .training import (TrainConfig, default_config, edm_loss, load_checkpoint, model_from_checkpoint,
                        save_checkpoint, train_denoiser)
 
@@ -17,4 +18,4 @@ __all__ = ["PREDICTION_TYPES", "UNetEpsModel", "unet_denoiser", "load_diffusers"
            "MLP", "EDMDenoiser", "FourierFeatures", "SmallUNet", "edm_scalings",
            "cached_model_path", "default_model", "get_denoiser", "train_cached", "TrainConfig",
            "default_config", "edm_loss", "load_checkpoint", "model_from_checkpoint", "save_checkpoint",
-           "train_denoiser"]
+           "train_denoiser", "TextEncoder", "TextEncoderUnavailable", "get_text_encoder"]
