@@ -198,14 +198,11 @@ def from_array(x, labels=None, *, name: str = "array", heldout=None, heldout_lab
     dataset = Dataset(name, text, dim=int(np.prod(shape)), shape=shape, n_classes=n_classes,
                       splits=lambda split: splits[split], value_range=source,
                       fingerprint=digest.hexdigest()[:16])
-    return dataset if target == source else _mapped(dataset, source, target)
-
-
-def _mapped(dataset: Dataset, source, target) -> Dataset:
+    if target == source:
+        return dataset
     from dataclasses import replace
 
-    description = dataset.description
-    return replace(dataset.rescaled(*target), description=description)
+    return replace(dataset.rescaled(*target), description=text)  # the text already states the mapping
 
 
 # ---------------------------------------------------------------------------------------------- files

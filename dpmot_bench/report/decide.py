@@ -28,7 +28,7 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 from ..bench.context import paired_path
-from ..stats import equivalence_test, one_sided_test, paired_difference, power
+from ..stats import one_sided_test, paired_difference, power
 
 ALPHA, MARGIN, N_BOOT = 0.05, 0.05, 400
 
@@ -130,20 +130,6 @@ def decide(comparisons: Comparisons, dataset: str, a: tuple[str, int], b: tuple[
             "estimate": diff.estimate, "low": test.low, "high": test.high, "margin": margin,
             "verdict": test.verdict, "p_value": test.p_value, "power": test_power, "n_for_80": needed,
             "n_per_cell": n, "method": diff.method}
-
-
-def equivalence(comparisons: Comparisons, dataset: str, a, b, metric: str) -> dict | None:
-    """TOST within the margin (for "matches" statements), the same fields as :func:`decide`."""
-    diff = comparisons.difference(dataset, a, b, metric)
-    margin = comparisons.margin(dataset, b, metric)
-    if diff is None or margin is None or not margin > 0:
-        return None
-    test = equivalence_test(diff, margin, alpha=ALPHA)
-    return {"dataset": dataset, "a": f"{a[0]}@{a[1]}", "b": f"{b[0]}@{b[1]}", "metric": metric, "kind": "matches",
-            "estimate": diff.estimate, "low": test.low, "high": test.high, "margin": margin,
-            "verdict": test.verdict, "p_value": test.p_value,
-            "power": power(0.0, diff.se, ALPHA, test="tost", margin=margin) if diff.se > 0 else 1.0,
-            "n_for_80": None, "n_per_cell": comparisons.n_per_cell(dataset), "method": diff.method}
 
 
 def text(result: dict) -> str:
