@@ -49,10 +49,15 @@ class FourierFeatures(nn.Module):
 
 
 class MLP(nn.Module):
-    """Residual MLP ``F(x, c_noise)`` for flat vectors; the noise embedding enters every block."""
+    """Residual MLP ``F(x, c_noise[, cond])`` for flat vectors; the noise embedding enters every block, and
+    with ``cond_dim > 0`` a linear image of a condition vector (e.g. a prompt embedding) joins it (a
+    missing condition is the zero vector: the "null" condition of condition dropout). ``cond_dim = 0``
+    leaves the parameters exactly those of the unconditional network."""
 
-    def __init__(self, dim: int, width: int = 128, depth: int = 3, n_frequencies: int = 8):
+    def __init__(self, dim: int, width: int = 128, depth: int = 3, n_frequencies: int = 8, cond_dim: int = 0):
         super().__init__()
+        self.cond_dim = cond_dim
+        self.cond = nn.Linear(cond_dim, width) if cond_dim else None
         self.embed = FourierFeatures(n_frequencies)
         self.inp = nn.Linear(dim, width)
         self.emb = nn.ModuleList(nn.Linear(self.embed.dim, width) for _ in range(depth))
@@ -60,12 +65,24 @@ class MLP(nn.Module):
                                                   nn.Linear(width, width)) for _ in range(depth))
         self.out = nn.Sequential(nn.SiLU(), nn.Linear(width, dim))
 
-    def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         e = self.embed(c_noise)
+        c = _condition(self.cond, cond, x)
         h = self.inp(x)
         for emb, block in zip(self.emb, self.blocks):
-            h = h + block(h + emb(e))
+            h = h + block(h + emb(e) + c)
         return self.out(h)
+
+
+def _condition(layer, cond, x):
+    """The condition's contribution (0 for an unconditional network; the zero vector when cond is None)."""
+    if layer is None:
+        if cond is not None:
+            raise InputError("this network takes no condition (it was built with cond_dim = 0)")
+        return 0.0
+    if cond is None:
+        cond = torch.zeros(x.shape[0], layer.in_features, device=x.device, dtype=layer.weight.dtype)
+    return layer(cond.to(layer.weight.dtype))
 
 
 class ResBlock(nn.Module):
@@ -89,9 +106,11 @@ class SmallUNet(nn.Module):
     after concatenating the skip connection. Even sides are required (one 2x down-sampling).
     """
 
-    def __init__(self, shape: tuple[int, int, int], width: int = 32, n_frequencies: int = 8):
+    def __init__(self, shape: tuple[int, int, int], width: int = 32, n_frequencies: int = 8, cond_dim: int = 0):
         super().__init__()
         channels, height, width_px = shape
+        self.cond_dim = cond_dim
+        self.cond = nn.Linear(cond_dim, 4 * width) if cond_dim else None  # joins the noise embedding (MLP's rule)
         if height % 2 or width_px % 2:
             raise ShapeError(f"SmallUNet needs even image sides, got {shape}")
         self.shape = tuple(shape)
@@ -106,8 +125,8 @@ class SmallUNet(nn.Module):
         self.dec = ResBlock(3 * width, width, emb)
         self.out = nn.Sequential(nn.GroupNorm(min(8, width), width), nn.SiLU(), nn.Conv2d(width, channels, 3, padding=1))
 
-    def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
-        e = self.emb(self.embed(c_noise))
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        e = self.emb(self.embed(c_noise)) + _condition(self.cond, cond, x)
         skip = self.enc(self.inp(x.reshape(x.shape[0], *self.shape)), e)
         h = self.down(skip)
         for block in self.mid:
@@ -131,11 +150,12 @@ class EDMDenoiser(nn.Module):
         self.net = net
         self.register_buffer("sigma_data", torch.tensor(float(sigma_data)))
 
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: torch.Tensor | None = None) -> torch.Tensor:
         # No validation here (hot path, no device sync): sigma = 0 gives D = x (c_skip = 1, c_out = 0).
         sigma = sigma_batch(sigma, x)
         c_skip, c_out, c_in, c_noise = edm_scalings(sigma, self.sigma_data.to(sigma.dtype))
         c_skip, c_out, c_in = (append_dims(c, x.ndim) for c in (c_skip, c_out, c_in))
         dtype = next(self.net.parameters()).dtype
-        f = self.net((c_in * x).to(dtype), c_noise.to(dtype))
+        args = () if cond is None else (cond,)  # a conditional network: D(x, sigma, cond); None: the null condition
+        f = self.net((c_in * x).to(dtype), c_noise.to(dtype), *args)
         return c_skip * x + c_out * f.to(x.dtype)
