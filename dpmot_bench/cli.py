@@ -227,7 +227,27 @@ def cmd_sample(args) -> int:
     options = _sampler_options(args.option)
     model = args.model if args.model is not None else default_model(dataset)
     denoiser, description = None, None
-    if model not in ("exact", "trained"):  # a file: cheap to load and check now; it fixes the data's scale
+    prompted = args.prompt is not None
+    if not prompted and any(v is not None for v in (args.cfg, args.guidance, args.schedule)):
+        raise InputError("--cfg, --guidance and --schedule guide a --prompt; give --prompt TEXT")
+    if prompted:
+        if args.data is not None or args.model is not None:
+            raise InputError("--prompt uses the dataset's own prompted models; it does not combine with --data or --model")
+        if sampler in DPMOT_SAMPLERS or args.ot is not None:
+            raise InputError("--prompt runs with the baseline samplers (euler, heun, dpmpp-2m, ...); DPM-OT with "
+                             "prompt-conditional maps is not built yet")
+        if not args.prompt.strip():
+            raise InputError("--prompt is empty; give the text to condition on")
+        from .models.prompted import get_prompted_models, prompted_denoiser
+        from .samplers.plans import SIGMA_MAX, SIGMA_MIN
+
+        models = get_prompted_models(dataset.name, device=args.device, progress=not args.quiet)
+        denoiser = prompted_denoiser(models, args.prompt, cfg=2.0 if args.cfg is None else args.cfg,
+                                     guidance=args.guidance or 0.0, schedule=args.schedule or "skip-noisiest",
+                                     sigma_range=(float(options.get("sigma_min", SIGMA_MIN)),
+                                                  float(options.get("sigma_max", SIGMA_MAX))))
+        model, description = "prompted", f"text-conditional denoiser and matcher of {dataset.name} ({models.path})"
+    elif model not in ("exact", "trained"):  # a file: cheap to load and check now; it fixes the data's scale
         choice = choose_model(dataset, model, config=args.model_config, scheduler=args.scheduler, device=args.device)
         dataset, denoiser, description = choice.dataset, choice.denoiser, choice.description
         options = model_options(args.sampler if args.preset is None else sampler, options, choice)
@@ -241,7 +261,9 @@ def cmd_sample(args) -> int:
         denoiser = get_denoiser(dataset, model, device=args.device, progress=not args.quiet)
     result = job.sample(denoiser, args.n, args.seed, device=args.device, batch_size=args.batch_size,
                         progress=not args.quiet)
-    summary = {"out": str(out), **_data_summary(dataset), "sampler": args.sampler, "preset": args.preset,
+    guidance = {"prompt": args.prompt, "cfg": 2.0 if args.cfg is None else args.cfg, "guidance": args.guidance or 0.0,
+                "schedule": args.schedule or "skip-noisiest"} if prompted else {}
+    summary = {"out": str(out), **_data_summary(dataset), **guidance, "sampler": args.sampler, "preset": args.preset,
                "nfe": args.nfe, "nfe_spent": result.nfe_spent, "n": args.n, "model": model,
                **({"model_description": description} if description else {}), "ot": args.ot,
                "options": options, "seconds": result.seconds, "fit_seconds": result.fit_seconds}
@@ -614,6 +636,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", help="a DPM-OT preset name (default, paper) for --sampler dpm-ot: its choices "
                                     "replace the sampler's own (overridden in turn by --option)")
     _model_arguments(p, "exact for GMMs, trained for other data")
+    from .samplers.guidance import SCHEDULES
+
+    p.add_argument("--prompt", help="a text prompt (digits, gmm-grid25): sample with the dataset's text-conditional "
+                   "denoiser (trained on first use and cached; needs the .[text] extra)")
+    p.add_argument("--cfg", type=float, help="--prompt: classifier-free guidance weight w (default 2; 1: none)")
+    p.add_argument("--guidance", type=float, help="--prompt: matcher guidance scale s (default 0: none)")
+    p.add_argument("--schedule", choices=SCHEDULES, help="--prompt: the matcher guidance schedule (default "
+                   "skip-noisiest, UPainting's)")
     p.add_argument("--batch-size", type=int, default=2048, help="rows per batch (default 2048); results do "
                                                                 "not depend on it")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",

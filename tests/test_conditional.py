@@ -64,3 +64,36 @@ def test_every_class_has_train_prompts():
         labels = get_dataset(name).data("train", 500)[1]
         prompts, members = prompt_table(get_prompt_set(name), labels)
         assert all(members[k] for k in range(len(members))) and prompts
+
+
+def test_cli_prompt_samples_the_prompted_mode_and_refuses_bad_prompts(tmp_path, capsys):
+    """dpmot sample --prompt on gmm-grid25 (its prompted models trained on first use and cached): a simple
+    train prompt for mode 4 puts most samples in mode 4 (chance 1/25; required: more than half)."""
+    import json
+
+    import numpy as np
+
+    from dpmot_bench.cli import main
+
+    prompt = next(p.text for p in get_prompt_set("gmm-grid25").prompts("simple", "train") if p.classes == frozenset({4}))
+    out = tmp_path / "p.npz"
+    assert main(["sample", "--dataset", "gmm-grid25", "--sampler", "euler", "--nfe", "12", "--n", "300", "--prompt",
+                 prompt, "--out", str(out), "--quiet"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["prompt"] == prompt and summary["nfe_spent"] == 12 and summary["model"] == "prompted"
+    x = torch.from_numpy(np.load(out)["x"]).double()
+    share = float((torch.cdist(x, get_dataset("gmm-grid25").mixture.means).argmin(1) == 4).double().mean())
+    assert share > 0.5, share
+    for args, words in ((["--prompt", "  "], "--prompt is empty"), (["--cfg", "3"], "give --prompt TEXT"),
+                        (["--prompt", prompt, "--sampler", "dpm-ot"], "baseline samplers"),
+                        (["--prompt", prompt, "--schedule", "sometimes"], None)):
+        base = ["sample", "--dataset", "gmm-grid25", "--nfe", "3", "--n", "4", "--out", str(tmp_path / "bad.npz"), "--quiet"]
+        if "--sampler" not in args:
+            base += ["--sampler", "euler"]
+        try:
+            code = main(base + args)
+        except SystemExit as exit_:  # argparse's own refusal (an unknown schedule name)
+            code = exit_.code
+        err = capsys.readouterr().err
+        assert code == 2 and (words is None or words in err) and err.count("\n") == 1, (args, err)
+        assert not (tmp_path / "bad.npz").exists()

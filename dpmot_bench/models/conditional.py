@@ -109,9 +109,10 @@ def train_text_conditional(dataset: Dataset | str, prompt_set, embed: Callable[[
 def conditioned(model: EDMDenoiser, embedding: torch.Tensor | None) -> Callable:
     """``D(x, sigma)`` of ``model`` for one prompt embedding (dim,) (or None: the unconditional model, the
     zero embedding of condition dropout), for every row of x."""
-    def denoiser(x, sigma):
-        cond = None if embedding is None else embedding.to(x.device).reshape(1, -1).expand(x.shape[0], -1)
-        with torch.no_grad():
-            return model(x, sigma, cond) if cond is not None else model(x, sigma, torch.zeros(
-                x.shape[0], model.net.cond_dim, device=x.device))
+    def denoiser(x, sigma):  # no no_grad here: matcher guidance may differentiate through it (weights frozen)
+        if embedding is None:
+            cond = torch.zeros(x.shape[0], model.net.cond_dim, device=x.device)
+        else:
+            cond = embedding.to(x.device).reshape(1, -1).expand(x.shape[0], -1)
+        return model(x, sigma, cond)
     return denoiser
