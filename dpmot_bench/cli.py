@@ -238,7 +238,8 @@ def cmd_sample(args) -> int:
                              "prompt-conditional maps is not built yet")
         if not args.prompt.strip():
             raise InputError("--prompt is empty; give the text to condition on")
-        from .models.prompted import get_prompted_models, prompted_denoiser
+        from .models.prompted import get_prompted_models
+        from .samplers.guidance import prompted_denoiser
         from .samplers.plans import SIGMA_MAX, SIGMA_MIN
 
         models = get_prompted_models(dataset.name, device=args.device, progress=not args.quiet)

@@ -1,8 +1,8 @@
 """The prompted models of a dataset, trained on first use and cached (``$DPMOT_CACHE/models``): the
 text-conditional denoiser and the matcher, on **disjoint** rows of the train split (even rows: the
-denoiser; odd rows: the matcher), both with the frozen text encoder. :func:`prompted_denoiser` composes
-them into one ``D(x, sigma)`` for a prompt: classifier-free guidance with weight ``cfg`` and matcher
-guidance with a schedule (samplers/guidance.py), for any sampler.
+denoiser; odd rows: the matcher), both with the frozen text encoder.
+:func:`~dpmot_bench.samplers.guidance.prompted_denoiser` composes them into one ``D(x, sigma)`` for a
+prompt (classifier-free guidance, then matcher guidance with a schedule), for any sampler.
 """
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ import torch
 from ..cache import cache_dir
 from ..data import from_array, get_dataset, get_prompt_set
 from ..devices import as_device
-from ..errors import CorruptFileError, InputError
+from ..errors import CorruptFileError
 from ..io import atomic_path, exclusive_lock, load_tensors
-from .conditional import conditioned, train_text_conditional
+from .conditional import train_text_conditional
 from .matcher import Matcher, train_matcher
 from .networks import MLP, EDMDenoiser, SmallUNet
 from .text import get_text_encoder
@@ -94,21 +94,3 @@ def get_prompted_models(dataset: str, device="cpu", progress: bool = False) -> P
     if dataset not in prompt_sets():
         raise unknown_name("prompted dataset", dataset, prompt_sets())
     return _cached(dataset, str(as_device(device)), progress)
-
-
-def prompted_denoiser(models: PromptedModels, prompt: str, *, cfg: float = 2.0, guidance: float = 0.0,
-                      schedule: str = "skip-noisiest", guidance_input: str = "blend",
-                      sigma_range: tuple[float, float] = (0.002, 80.0), clip_rms: float | None = None):
-    """``D(x, sigma)`` for ``prompt``: CFG with weight ``cfg`` over the text-conditional denoiser (1: the
-    conditional model), then matcher guidance of scale ``guidance`` on ``schedule`` (0: none)."""
-    from ..samplers.guidance import Schedule, cfg_denoiser, matcher_guided
-
-    if not isinstance(prompt, str):
-        raise InputError(f"a prompt must be a string, got {type(prompt).__name__}")
-    embedding = models.encoder.encode([prompt])[0]
-    d = cfg_denoiser(conditioned(models.denoiser, embedding), conditioned(models.denoiser, None), cfg)
-    if guidance == 0:
-        return d
-    text = embedding.to(next(models.matcher.parameters()).device)
-    return matcher_guided(d, lambda x: models.matcher.distance(x.float(), text).to(x.dtype),
-                          Schedule(schedule, guidance), sigma_range, input=guidance_input, clip_rms=clip_rms)

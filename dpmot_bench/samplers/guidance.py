@@ -154,3 +154,23 @@ def matcher_guided(denoiser: Callable, loss: Callable[[torch.Tensor], torch.Tens
             g = g * append_dims(torch.where(rms > clip_rms, clip_rms / rms.clamp_min(1e-30), torch.ones_like(rms)), x.ndim)
         return x0.detach() + append_dims(scale * s ** 2, x.ndim) * g
     return guided
+
+
+def prompted_denoiser(models, prompt: str, *, cfg: float = 2.0, guidance: float = 0.0,
+                      schedule: str = "skip-noisiest", guidance_input: str = "blend",
+                      sigma_range: tuple[float, float] = (0.002, 80.0), clip_rms: float | None = None):
+    """``D(x, sigma)`` for ``prompt`` from a dataset's prompted models
+    (:func:`~dpmot_bench.models.prompted.get_prompted_models`): CFG with weight ``cfg`` over the
+    text-conditional denoiser (1: the conditional model), then matcher guidance of scale ``guidance`` on
+    ``schedule`` (0: none)."""
+    from ..models.conditional import conditioned
+
+    if not isinstance(prompt, str):
+        raise InputError(f"a prompt must be a string, got {type(prompt).__name__}")
+    embedding = models.encoder.encode([prompt])[0]
+    d = cfg_denoiser(conditioned(models.denoiser, embedding), conditioned(models.denoiser, None), cfg)
+    if guidance == 0:
+        return d
+    text = embedding.to(next(models.matcher.parameters()).device)
+    return matcher_guided(d, lambda x: models.matcher.distance(x.float(), text).to(x.dtype),
+                          Schedule(schedule, guidance), sigma_range, input=guidance_input, clip_rms=clip_rms)
