@@ -65,8 +65,8 @@ def _cached(name: str, device_text: str, progress: bool) -> PromptedModels:
     (x_d, y_d), (x_m, y_m) = _halves(dataset)
     with exclusive_lock(path.with_name(path.name + ".lock"), f"prompted models {path.name}", wait=True):
         if not path.is_file():
-            half = from_array(x_d.numpy(), y_d.numpy(), name=name, heldout=x_d[:2].numpy(),
-                              heldout_labels=y_d[:2].numpy())  # the denoiser's rows only
+            rows = x_d.numpy().reshape(-1, *dataset.shape)  # images stay images (the UNet of digits)
+            half = from_array(rows, y_d.numpy(), name=name, heldout=rows[:2], heldout_labels=y_d[:2].numpy())
             model, _ = train_text_conditional(half, prompt_set, encoder.encode, replace(config, n_train=None),
                                               seed=0, progress=progress)
             matcher, _ = train_matcher(x_m, y_m, prompt_set, encoder.encode, steps=MATCHER_STEPS, seed=0,
