@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dpmot_bench.data import get_dataset, get_prompt_set
-from dpmot_bench.models.conditional import conditioned, prompt_table, train_text_conditional
+from dpmot_bench.models.conditional import PromptTable, conditioned, train_text_conditional
 from dpmot_bench.models.networks import MLP, SmallUNet
 from dpmot_bench.models.text import get_text_encoder
 from dpmot_bench.models.training import TrainConfig
@@ -62,8 +62,8 @@ def test_a_simple_prompt_pulls_the_estimate_toward_its_class(grid_model):
 def test_every_class_has_train_prompts():
     for name in ("digits", "gmm-grid25"):
         labels = get_dataset(name).data("train", 500)[1]
-        prompts, members = prompt_table(get_prompt_set(name), labels)
-        assert all(members[k] for k in range(len(members))) and prompts
+        table = PromptTable(get_prompt_set(name), labels)
+        assert all(table.members[k] for k in range(len(table.members))) and table.prompts
 
 
 def test_cli_prompt_samples_the_prompted_mode_and_refuses_bad_prompts(tmp_path, capsys):

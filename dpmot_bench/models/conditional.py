@@ -11,7 +11,7 @@ seen in training.
 """
 from __future__ import annotations
 
-import math
+import copy
 import time
 from typing import Callable
 
@@ -23,19 +23,43 @@ from ..devices import as_device
 from ..errors import InputError
 from ..noise import block_seed
 from .networks import MLP, EDMDenoiser, SmallUNet
-from .training import TrainConfig, as_dataset, default_config, training_data
+from .training import TrainConfig, _lr, _update_ema, as_dataset, default_config, edm_loss, training_data
 
 _COND_STREAM = (0xC0D1,)
 
 
-def prompt_table(prompt_set, labels: torch.Tensor):
-    """The train-split prompts, and per label the indices of those whose class set contains it."""
-    prompts = prompt_set.prompts("any", "train")
-    members = [[i for i, p in enumerate(prompts) if int(label) in p.classes] for label in range(prompt_set.n_classes)]
-    missing = sorted({int(y) for y in labels.unique()} - {k for k, m in enumerate(members) if m})
-    if missing:
-        raise InputError(f"classes {missing} have no train prompt in the {prompt_set.dataset} prompt set")
-    return prompts, members
+class PromptTable:
+    """The train-split prompts of a prompt set, and for each label the prompts whose class set contains it:
+    :meth:`draw` gives every row a uniformly chosen one of its label's prompts (one uniform draw per row).
+    Shared by the text-conditional denoiser and the matcher, so both see the same pairing rule."""
+
+    def __init__(self, prompt_set, labels: torch.Tensor):
+        self.prompts = prompt_set.prompts("any", "train")
+        members = [[i for i, p in enumerate(self.prompts) if label in p.classes] for label in range(prompt_set.n_classes)]
+        missing = sorted({int(y) for y in labels.unique()} - {k for k, m in enumerate(members) if m})
+        if missing:
+            raise InputError(f"classes {missing} have no train prompt in the {prompt_set.dataset} prompt set")
+        self.members = members
+        self.counts = torch.tensor([len(m) for m in members])
+        self.offsets = torch.cumsum(torch.cat([torch.zeros(1, dtype=torch.long), self.counts[:-1]]), 0)
+        self.flat = torch.tensor([i for m in members for i in m], dtype=torch.long)
+
+    @property
+    def texts(self) -> list[str]:
+        return [p.text for p in self.prompts]
+
+    def draw(self, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """One prompt index per label, uniform among the label's prompts."""
+        counts = self.counts[labels]
+        pick = (torch.rand(labels.shape[0], generator=generator) * counts).long().clamp_max(counts - 1)
+        return self.flat[self.offsets[labels] + pick]
+
+
+def build_conditional(dataset: Dataset, config: TrainConfig, cond_dim: int, sigma_data: float) -> EDMDenoiser:
+    """An untrained conditional network for ``dataset`` (MLP or SmallUNet by ``config.arch``) under EDM."""
+    net = (SmallUNet(dataset.shape, width=config.width, cond_dim=cond_dim) if config.arch == "unet"
+           else MLP(dataset.dim, width=config.width, depth=config.depth, cond_dim=cond_dim))
+    return EDMDenoiser(net, sigma_data)
 
 
 def train_text_conditional(dataset: Dataset | str, prompt_set, embed: Callable[[list[str]], torch.Tensor],
@@ -54,23 +78,14 @@ def train_text_conditional(dataset: Dataset | str, prompt_set, embed: Callable[[
     device = as_device(device)
     x_all = training_data(dataset, config)
     labels = dataset.data("train", x_all.shape[0])[1]
-    prompts, members = prompt_table(prompt_set, labels)
-    table = embed([p.text for p in prompts]).detach().float().cpu()
-    counts = torch.tensor([len(m) for m in members])
-    offsets = torch.cumsum(torch.cat([torch.zeros(1, dtype=torch.long), counts[:-1]]), 0)
-    flat = torch.tensor([i for m in members for i in m], dtype=torch.long)
+    table_of = PromptTable(prompt_set, labels)
+    table = embed(table_of.texts).detach().float().cpu()
     sigma_data = float(x_all.double().std())
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = (SmallUNet(dataset.shape, width=config.width, cond_dim=table.shape[1]) if config.arch == "unet"
-               else MLP(dataset.dim, width=config.width, depth=config.depth, cond_dim=table.shape[1]))
-        model = EDMDenoiser(net, sigma_data)
+        model = build_conditional(dataset, config, table.shape[1], sigma_data)
     model.to(device).train()
-    ema = None
-    if config.ema_decay > 0:
-        import copy
-
-        ema = copy.deepcopy(model).requires_grad_(False)
+    ema = copy.deepcopy(model).requires_grad_(False) if config.ema_decay > 0 else None
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     losses = torch.zeros(config.steps)
     x_all, table = x_all.to(device), table.to(device)
@@ -80,30 +95,21 @@ def train_text_conditional(dataset: Dataset | str, prompt_set, embed: Callable[[
         index = torch.randint(x_all.shape[0], (config.batch_size,), generator=g)
         sigma = (config.p_mean + config.p_std * torch.randn(config.batch_size, generator=g)).exp()
         noise = torch.randn(config.batch_size, dataset.dim, generator=g)
-        y = labels[index]
-        pick = (torch.rand(config.batch_size, generator=g) * counts[y]).long().clamp_max(counts[y] - 1)
-        prompt_index = flat[offsets[y] + pick]
+        prompt_index = table_of.draw(labels[index], g)
         keep = (torch.rand(config.batch_size, generator=g) >= dropout).float()
         cond = table[prompt_index.to(device)] * keep.to(device)[:, None]
-        x0, sigma, noise = x_all[index.to(device)], sigma.to(device), noise.to(device)
         for group in optimizer.param_groups:
-            group["lr"] = config.lr * 0.5 * (1 + math.cos(math.pi * step / config.steps))
-        sd = model.sigma_data
-        weight = (sigma ** 2 + sd ** 2) / (sigma * sd) ** 2
-        denoised = model(x0 + sigma[:, None] * noise, sigma, cond)
-        loss = (weight * ((denoised - x0) ** 2).mean(1)).mean()
+            group["lr"] = _lr(config, step)
+        loss = edm_loss(model, x_all[index.to(device)], sigma.to(device), noise.to(device), cond).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if ema is not None:
-            d = min(config.ema_decay, (1 + step) / (10 + step))
-            with torch.no_grad():
-                for e, p in zip(ema.parameters(), model.parameters()):
-                    e.lerp_(p, 1 - d)
+            _update_ema(ema, model, config.ema_decay, step)
         losses[step] = loss.detach().cpu()
     final = (ema if ema is not None else model).eval().requires_grad_(False)
     return final, {"loss": losses.tolist(), "seconds": time.perf_counter() - begin, "dropout": dropout,
-                   "prompts": [p.text for p in prompts], "sigma_data": sigma_data}
+                   "prompts": table_of.texts, "sigma_data": sigma_data}
 
 
 def conditioned(model: EDMDenoiser, embedding: torch.Tensor | None) -> Callable:

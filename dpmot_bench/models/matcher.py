@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from ..errors import InputError
 from ..noise import block_seed
-from .conditional import prompt_table
+from .conditional import PromptTable
 
 _MATCH_STREAM = (0x3A7C,)
 
@@ -67,14 +67,11 @@ def train_matcher(rows: torch.Tensor, labels: torch.Tensor, prompt_set, embed: C
     for name, value, low in (("steps", steps, 1), ("batch_size", batch_size, 2)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise InputError(f"{name} must be an integer >= {low}, got {value!r}")
-    prompts, members = prompt_table(prompt_set, labels)
-    table = embed([p.text for p in prompts]).detach().float()
-    classes = torch.zeros(len(prompts), prompt_set.n_classes, dtype=torch.bool)
-    for i, p in enumerate(prompts):
+    prompts = PromptTable(prompt_set, labels)
+    table = embed(prompts.texts).detach().float()
+    classes = torch.zeros(len(prompts.prompts), prompt_set.n_classes, dtype=torch.bool)
+    for i, p in enumerate(prompts.prompts):
         classes[i, list(p.classes)] = True
-    counts = torch.tensor([len(m) for m in members])
-    offsets = torch.cumsum(torch.cat([torch.zeros(1, dtype=torch.long), counts[:-1]]), 0)
-    flat = torch.tensor([i for m in members for i in m], dtype=torch.long)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Matcher(rows.shape[1], table.shape[1])
@@ -84,8 +81,7 @@ def train_matcher(rows: torch.Tensor, labels: torch.Tensor, prompt_set, embed: C
         g = torch.Generator().manual_seed(block_seed(seed, step, _MATCH_STREAM))
         index = torch.randint(rows.shape[0], (batch_size,), generator=g)
         y = labels[index]
-        pick = (torch.rand(batch_size, generator=g) * counts[y]).long().clamp_max(counts[y] - 1)
-        prompt_index = flat[offsets[y] + pick]
+        prompt_index = prompts.draw(y, g)
         z_img, z_txt = model.embed_image(rows[index]), model.embed_text(table[prompt_index])
         logits = model.log_scale.exp().clamp(max=100) * z_img @ z_txt.T
         # a prompt that also describes another row's class is no negative for that row
@@ -98,4 +94,4 @@ def train_matcher(rows: torch.Tensor, labels: torch.Tensor, prompt_set, embed: C
         loss.backward()
         optimizer.step()
         losses.append(float(loss.detach()))
-    return model.eval().requires_grad_(False), {"loss": losses, "prompts": [p.text for p in prompts]}
+    return model.eval().requires_grad_(False), {"loss": losses, "prompts": prompts.texts}

@@ -18,9 +18,9 @@ from ..data import from_array, get_dataset, get_prompt_set
 from ..devices import as_device
 from ..errors import CorruptFileError
 from ..io import atomic_path, exclusive_lock, load_tensors
-from .conditional import train_text_conditional
+from .conditional import build_conditional, train_text_conditional
 from .matcher import Matcher, train_matcher
-from .networks import MLP, EDMDenoiser, SmallUNet
+from .networks import EDMDenoiser
 from .text import get_text_encoder
 from .training import TrainConfig, default_config
 
@@ -49,12 +49,6 @@ def _key(name: str, config: TrainConfig, encoder, texts) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _build(dataset, config: TrainConfig, cond_dim: int, sigma_data: float) -> EDMDenoiser:
-    net = (SmallUNet(dataset.shape, width=config.width, cond_dim=cond_dim) if config.arch == "unet"
-           else MLP(dataset.dim, width=config.width, depth=config.depth, cond_dim=cond_dim))
-    return EDMDenoiser(net, sigma_data)
-
-
 @lru_cache(maxsize=None)
 def _cached(name: str, device_text: str, progress: bool) -> PromptedModels:
     device = as_device(device_text)
@@ -78,7 +72,7 @@ def _cached(name: str, device_text: str, progress: bool) -> PromptedModels:
     state = load_tensors(path, "prompted models", "delete it to retrain")
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CorruptFileError(f"{str(path)!r} is not a prompted-models file; delete it to retrain")
-    model = _build(dataset, config, state["cond_dim"], state["sigma_data"])
+    model = build_conditional(dataset, config, state["cond_dim"], state["sigma_data"])
     model.load_state_dict(state["denoiser"])
     matcher = Matcher(dataset.dim, state["cond_dim"])
     matcher.load_state_dict(state["matcher"])

@@ -119,11 +119,12 @@ def network_for_shape(shape: tuple[int, ...], config: TrainConfig, sigma_data: f
     return EDMDenoiser(MLP(math.prod(shape), width=config.width, depth=config.depth), sigma_data)
 
 
-def edm_loss(denoiser: EDMDenoiser, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """Per-row EDM loss ``lambda(sigma) |D(x0 + sigma noise, sigma) - x0|^2 / dim``, shape (B,)."""
+def edm_loss(denoiser: EDMDenoiser, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor,
+             cond: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-row EDM loss ``lambda(sigma) |D(x0 + sigma noise, sigma[, cond]) - x0|^2 / dim``, shape (B,)."""
     sd = denoiser.sigma_data.to(x0.dtype)
     weight = (sigma ** 2 + sd ** 2) / (sigma * sd) ** 2
-    denoised = denoiser(x0 + sigma[:, None] * noise, sigma)
+    denoised = denoiser(x0 + sigma[:, None] * noise, sigma, *(() if cond is None else (cond,)))
     return weight * ((denoised - x0) ** 2).mean(1)
 
 
