@@ -143,17 +143,18 @@ class Preset:
         return ncsn_levels(scale), NCSN_STEP_LR * scale ** 2
 
     def fit(self, dataset: str | Dataset, nfe: int | None = None, *, seed: int = 0,
-            device: str | torch.device = "cpu", progress: bool = False):
+            device: str | torch.device = "cpu", progress: bool = False, classes=None):
         """The preset's OT map for ``dataset`` (the one-off cost of DPM-OT): a fitted
         :class:`~dpmot_bench.ot.SemiDiscreteOT` whose ``meta_`` also names this preset (and the NFE when
-        sigma_star depends on it)."""
+        sigma_star depends on it). ``classes``: a class-conditional map, onto the latents of the split's
+        rows of those labels only (sigma_star is still the whole split's)."""
         dataset = as_dataset(dataset)
         sigma_star = self.sigma_star_for(dataset, nfe)
         extra = {"nfe": check_nfe(nfe)} if self.sigma_star == "budget" else {}
         return fit_latent_map(dataset, sigma_star, source=self.source, split=self.split,
                               n_latents=self.n_latents, seed=seed, solver=self.solver,
                               solver_options=self.solver_options, device=device, progress=progress,
-                              preset=self.name, **extra)
+                              classes=classes, preset=self.name, **extra)
 
     def tail_plan(self, sigma_star: float, scale: float, nfe: int):
         """``(fn, sigmas, kwargs)``: the tail from ``sigma_star`` to 0 spending ``nfe`` calls (``scale``, the

@@ -157,6 +157,15 @@ class SamplingPlan:
     ot_map: object = None
     fit_seconds: float | None = None
     _run: Callable = None
+    sigmas: torch.Tensor | None = None  # the grid of the steps (DPM-OT: its tail's), None for diffusers' samplers
+
+    @property
+    def sigma_range(self) -> tuple[float, float] | None:
+        """``(smallest nonzero, largest)`` level of the grid: where a guidance schedule is positioned."""
+        if self.sigmas is None:
+            return None
+        levels = self.sigmas[self.sigmas > 0]
+        return float(levels.min()), float(levels.max())
 
     def sample(self, denoiser: Denoiser, n: int, seed: int, *, device: str | torch.device = "cpu",
                batch_size: int = 2048, progress: bool = False) -> SampleResult:
@@ -209,12 +218,15 @@ def prepare(dataset: str | Dataset, sampler: str | Preset, nfe: int, options: Ma
             ot_map = options.fit(dataset, nfe, device=device, progress=progress)
             fit_seconds = time.perf_counter() - start
         tail = dpmot.map_tail(options, ot_map, dataset, nfe)
+        sigmas = tail[1]
 
         def run(counted, noise):
             return dpmot.sample_dpmot(counted, ot_map, noise, tail, preset=options)
     elif ot_map is not None:
         raise InputError(f"an OT map applies to the DPM-OT samplers only, not {name!r}")
     elif isinstance(options, DiffusersOptions):
+        sigmas = None
+
         def run(counted, noise):
             return sample_diffusers(name, counted, nfe, noise, (dataset.dim,), options), None
     else:
@@ -223,7 +235,7 @@ def prepare(dataset: str | Dataset, sampler: str | Preset, nfe: int, options: Ma
         def run(counted, noise):
             x = float(sigmas[0]) * noise.randn(dataset.dim)
             return fn(counted, x, sigmas, noise=noise, **kwargs), None
-    return SamplingPlan(dataset, name, nfe, options, dict(values), ot_map, fit_seconds, run)
+    return SamplingPlan(dataset, name, nfe, options, dict(values), ot_map, fit_seconds, run, sigmas)
 
 
 def generate(dataset: str | Dataset, sampler: str | Preset, nfe: int, n: int, seed: int, denoiser: Denoiser, *,

@@ -93,14 +93,16 @@ def cfg_denoiser(conditional: Callable, unconditional: Callable, weight: Schedul
                  sigma_range: tuple[float, float] | None = None) -> Callable:
     """``D_w = D_none + w (D_c - D_none)``: ``conditional`` / ``unconditional`` are ``D(x, sigma)``
     callables (the same network with and without the condition). ``weight``: a number (w; 1 is the
-    conditional model itself, computed without the unconditional call) or a :class:`Schedule` of w over
-    ``sigma_range``."""
+    conditional model itself, computed without the unconditional call; 0 the unconditional model, without
+    the conditional one) or a :class:`Schedule` of w over ``sigma_range``."""
     if not isinstance(weight, Schedule):
         weight = float(weight)
         if not math.isfinite(weight):
             raise InputError(f"the CFG weight must be finite, got {weight}")
         if weight == 1.0:
             return conditional  # exactly the conditional model, one call
+        if weight == 0.0:
+            return unconditional  # exactly the unconditional model, one call
 
     def guided(x, sigma):
         s = sigma_batch(sigma, x)
@@ -158,11 +160,12 @@ def matcher_guided(denoiser: Callable, loss: Callable[[torch.Tensor], torch.Tens
 
 def prompted_denoiser(models, prompt: str, *, cfg: float = 2.0, guidance: float = 0.0,
                       schedule: str = "skip-noisiest", guidance_input: str = "blend",
-                      sigma_range: tuple[float, float] = (0.002, 80.0), clip_rms: float | None = None):
+                      sigma_range: tuple[float, float] = (0.002, 80.0), clip_rms: float | None = None,
+                      through_denoiser: bool = True):
     """``D(x, sigma)`` for ``prompt`` from a dataset's prompted models
     (:func:`~dpmot_bench.models.prompted.get_prompted_models`): CFG with weight ``cfg`` over the
-    text-conditional denoiser (1: the conditional model), then matcher guidance of scale ``guidance`` on
-    ``schedule`` (0: none)."""
+    text-conditional denoiser (1: the conditional model; 0: the unconditional one, the prompt then acting
+    through the matcher alone), then matcher guidance of scale ``guidance`` on ``schedule`` (0: none)."""
     from ..models.conditional import conditioned
 
     if not isinstance(prompt, str):
@@ -173,4 +176,5 @@ def prompted_denoiser(models, prompt: str, *, cfg: float = 2.0, guidance: float 
         return d
     text = embedding.to(next(models.matcher.parameters()).device)
     return matcher_guided(d, lambda x: models.matcher.distance(x.float(), text).to(x.dtype),
-                          Schedule(schedule, guidance), sigma_range, input=guidance_input, clip_rms=clip_rms)
+                          Schedule(schedule, guidance), sigma_range, input=guidance_input, clip_rms=clip_rms,
+                          through_denoiser=through_denoiser)
