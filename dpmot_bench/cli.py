@@ -228,27 +228,13 @@ def cmd_sample(args) -> int:
     model = args.model if args.model is not None else default_model(dataset)
     denoiser, description = None, None
     prompted = args.prompt is not None
-    if not prompted and any(v is not None for v in (args.cfg, args.guidance, args.schedule)):
-        raise InputError("--cfg, --guidance and --schedule guide a --prompt; give --prompt TEXT")
+    if not prompted and any(v is not None for v in (args.cfg, args.guidance, args.schedule, args.guidance_input,
+                                                    args.classes)):
+        raise InputError("--cfg, --guidance, --schedule, --guidance-input and --classes guide a --prompt; give "
+                         "--prompt TEXT")
     if prompted:
-        if args.data is not None or args.model is not None:
-            raise InputError("--prompt uses the dataset's own prompted models; it does not combine with --data or --model")
-        if sampler in DPMOT_SAMPLERS or args.ot is not None:
-            raise InputError("--prompt runs with the baseline samplers (euler, heun, dpmpp-2m, ...); DPM-OT with "
-                             "prompt-conditional maps is not built yet")
-        if not args.prompt.strip():
-            raise InputError("--prompt is empty; give the text to condition on")
-        from .models.prompted import get_prompted_models
-        from .samplers.guidance import prompted_denoiser
-        from .samplers.plans import SIGMA_MAX, SIGMA_MIN
-
-        models = get_prompted_models(dataset.name, device=args.device, progress=not args.quiet)
-        denoiser = prompted_denoiser(models, args.prompt, cfg=2.0 if args.cfg is None else args.cfg,
-                                     guidance=args.guidance or 0.0, schedule=args.schedule or "skip-noisiest",
-                                     sigma_range=(float(options.get("sigma_min", SIGMA_MIN)),
-                                                  float(options.get("sigma_max", SIGMA_MAX))))
-        model, description = "prompted", f"text-conditional denoiser and matcher of {dataset.name} ({models.path})"
-    elif model not in ("exact", "trained"):  # a file: cheap to load and check now; it fixes the data's scale
+        return _sample_prompted(args, dataset, out, sampler, options)
+    if model not in ("exact", "trained"):  # a file: cheap to load and check now; it fixes the data's scale
         choice = choose_model(dataset, model, config=args.model_config, scheduler=args.scheduler, device=args.device)
         dataset, denoiser, description = choice.dataset, choice.denoiser, choice.description
         options = model_options(args.sampler if args.preset is None else sampler, options, choice)
@@ -262,12 +248,64 @@ def cmd_sample(args) -> int:
         denoiser = get_denoiser(dataset, model, device=args.device, progress=not args.quiet)
     result = job.sample(denoiser, args.n, args.seed, device=args.device, batch_size=args.batch_size,
                         progress=not args.quiet)
-    guidance = {"prompt": args.prompt, "cfg": 2.0 if args.cfg is None else args.cfg, "guidance": args.guidance or 0.0,
-                "schedule": args.schedule or "skip-noisiest"} if prompted else {}
-    summary = {"out": str(out), **_data_summary(dataset), **guidance, "sampler": args.sampler, "preset": args.preset,
+    summary = {"out": str(out), **_data_summary(dataset), "sampler": args.sampler, "preset": args.preset,
                "nfe": args.nfe, "nfe_spent": result.nfe_spent, "n": args.n, "model": model,
                **({"model_description": description} if description else {}), "ot": args.ot,
                "options": options, "seconds": result.seconds, "fit_seconds": result.fit_seconds}
+    arrays = {"x": result.x.numpy()}
+    if result.index is not None:
+        arrays["index"] = result.index.numpy()
+    meta = {**summary, "provenance": provenance(args.seed, args.device, torch.float32)}
+    save_npz(out, **arrays, meta=np.array(json.dumps(meta, default=str)))
+    print(json.dumps(summary, default=str))
+    return 0
+
+
+def _sample_prompted(args, dataset, out, sampler, options) -> int:
+    """``dpmot sample --prompt``: the dataset's prompted models, any sigma-grid sampler or DPM-OT through a
+    class-conditional map (samplers/prompted.py). Every check before the models are trained or loaded."""
+    import numpy as np
+
+    from .io import save_npz
+    from .ot.latents import check_classes
+    from .provenance import provenance
+    from .samplers.generate import DPMOT_SAMPLERS, prepare
+    from .samplers.prompted import Guidance, check_prompt, sample_prompted
+
+    if args.data is not None or args.model is not None:
+        raise InputError("--prompt uses the dataset's own prompted models; it does not combine with --data or --model")
+    if args.ot is not None or args.preset is not None:
+        raise InputError("--prompt with dpm-ot fits a class-conditional map for the prompt (its classes: --classes, "
+                         "or the matcher's reading); --ot and --preset do not apply")
+    check_prompt(args.prompt)
+    guidance = Guidance(cfg=2.0 if args.cfg is None else args.cfg, guidance=args.guidance or 0.0,
+                        schedule=args.schedule or "skip-noisiest", input=args.guidance_input or "blend")
+    classes = None
+    if args.classes is not None:
+        if sampler not in DPMOT_SAMPLERS:
+            raise InputError(f"--classes chooses the latents of DPM-OT's map; {sampler} has none (use --sampler dpm-ot)")
+        try:
+            classes = [int(c) for c in args.classes.split(",")]
+        except ValueError:
+            raise InputError(f"--classes takes comma-separated integer labels (e.g. 7 or 1,3,5), got "
+                             f"{args.classes!r}") from None
+        check_classes(classes, dataset)
+    if sampler not in DPMOT_SAMPLERS:
+        prepare(dataset, sampler, args.nfe, options)  # the sampler, its options and the budget, before training
+    from .models.prompted import get_prompted_models
+
+    models = get_prompted_models(dataset.name, device=args.device, progress=not args.quiet)
+    made = sample_prompted(models, args.prompt, sampler, args.nfe, args.n, args.seed, guidance=guidance,
+                           classes=classes, options=options, device=args.device, batch_size=args.batch_size,
+                           progress=not args.quiet)
+    result = made.result
+    summary = {"out": str(out), **_data_summary(dataset), "prompt": args.prompt, "cfg": guidance.cfg,
+               "guidance": guidance.guidance, "schedule": guidance.schedule, "guidance_input": guidance.input,
+               "sampler": args.sampler, "nfe": args.nfe, "nfe_spent": result.nfe_spent, "n": args.n,
+               "model": "prompted", "model_description": f"text-conditional denoiser and matcher of {dataset.name} "
+                                                         f"({models.path})",
+               "classes": made.classes, "classes_chosen_by": made.chosen_by, "options": options,
+               "seconds": result.seconds}
     arrays = {"x": result.x.numpy()}
     if result.index is not None:
         arrays["index"] = result.index.numpy()
@@ -637,7 +675,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", help="a DPM-OT preset name (default, paper) for --sampler dpm-ot: its choices "
                                     "replace the sampler's own (overridden in turn by --option)")
     _model_arguments(p, "exact for GMMs, trained for other data")
-    from .samplers.guidance import SCHEDULES
+    from .samplers.guidance import INPUTS, SCHEDULES
 
     p.add_argument("--prompt", help="a text prompt (digits, gmm-grid25): sample with the dataset's text-conditional "
                    "denoiser (trained on first use and cached; needs the .[text] extra)")
@@ -645,6 +683,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance", type=float, help="--prompt: matcher guidance scale s (default 0: none)")
     p.add_argument("--schedule", choices=SCHEDULES, help="--prompt: the matcher guidance schedule (default "
                    "skip-noisiest, UPainting's)")
+    p.add_argument("--guidance-input", choices=INPUTS, help="--prompt: what the matcher sees (default blend, "
+                   "UPainting's; x0: the clean estimate; x_sigma: the noisy sample)")
+    p.add_argument("--classes", help="--prompt with dpm-ot: the classes of the map's latents, comma-separated "
+                   "(default: those the matcher reads in the prompt)")
     p.add_argument("--batch-size", type=int, default=2048, help="rows per batch (default 2048); results do "
                                                                 "not depend on it")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",

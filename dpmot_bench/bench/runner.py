@@ -21,6 +21,7 @@ from .context import Context
 from .store import Cell, ResultStore
 from .suites import Suite
 from .tasks import run_cell
+from .unibench import expand_unibench
 
 
 LOCK_NAME = ".lock"
@@ -47,7 +48,7 @@ def expand(suite: Suite) -> list[Cell]:
         cells += [Cell.make(f"ot-{kind}", level=suite.ot_benchmarks) for kind in ("kernel", "solver", "scale")]
     if suite.bound_checks:
         cells.append(Cell.make("bound", level=suite.bound_checks))
-    return cells
+    return cells + expand_unibench(suite)
 
 
 def run_suite(suite: Suite, out: str | Path, *, resume: bool = False, device="cpu", progress: bool = True,

@@ -16,6 +16,41 @@ QUICK_SAMPLERS = tuple(s for s in ALL_SAMPLERS if s not in ("diffusers-ddim", "d
 NFE_GRID = (1, 2, 5, 10, 20, 50)
 
 
+UNIBENCH_KINDS = {"simple": ("simple", "train"), "complex": ("complex", "train"),
+                  "complex-heldout": ("complex", "heldout"), "simple-heldout": ("simple", "heldout")}
+UNIBENCH_ARMS = ("text", "matcher", "both")
+
+
+@dataclass(frozen=True)
+class UniBench:
+    """UniBench-small (UPainting's benchmark, at this machine's scale; bench/unibench.py): per dataset and
+    prompt kind, ``prompts`` prompts (evenly spaced over the kind's list) x ``samples`` samples each, on the
+    same seeds and source noise in every arm. Kinds (:data:`UNIBENCH_KINDS`): ``simple`` (one class in plain
+    words, wordings of the training templates), ``complex`` (compositional, training wordings),
+    ``complex-heldout`` / ``simple-heldout`` (wordings never seen in training).
+
+    ``design="one-at-a-time"``: the arms x kinds x NFE with the default schedule and input (the first of
+    each; sampler ``dpmpp-2m``), then for the ``both`` arm on ``factor_kinds`` of ``factor_datasets`` each
+    other schedule and each other input at the first NFE; ``"factorial"``: every arm x schedule x input
+    at the first NFE (the text arm has no schedule or input), the other NFEs at the defaults. Both add
+    DPM-OT composed (class-conditional map + guided tail, arm ``both``) at ``dpmot_nfes`` on
+    ``dpmot_datasets``. ``seeds``: None for the suite's."""
+    datasets: tuple[str, ...]
+    kinds: tuple[str, ...] = ("simple", "complex", "complex-heldout")
+    arms: tuple[str, ...] = UNIBENCH_ARMS
+    nfes: tuple[int, ...] = (10,)
+    schedules: tuple[str, ...] = ("skip-noisiest",)  # the first is the default
+    inputs: tuple[str, ...] = ("blend",)  # the first is the default
+    factor_kinds: tuple[str, ...] = ("complex",)
+    factor_datasets: tuple[str, ...] = ("gmm-grid25", "digits")
+    dpmot_nfes: tuple[int, ...] = ()
+    dpmot_datasets: tuple[str, ...] = ("gmm-grid25", "digits")
+    seeds: tuple[int, ...] | None = None
+    prompts: int = 8
+    samples: int = 50
+    design: str = "one-at-a-time"
+
+
 @dataclass(frozen=True)
 class Suite:
     name: str
@@ -43,6 +78,7 @@ class Suite:
     claim_nfe: int = 10  # the claims table: DPM-OT at this NFE ...
     reference_nfe: int = 50  # ... against the best ODE sampler at this one
     regenerate: str | None = None  # the command that regenerates the report (default: dpmot report --suite NAME)
+    unibench: UniBench | None = None  # UPainting's UniBench-small (bench/unibench.py)
 
     def latents_for(self, dataset: str, sampler: str = "dpm-ot") -> int | None:
         return self.sampler_latents.get((dataset, sampler), self.n_latents.get(dataset))
@@ -63,7 +99,10 @@ SUITES = {
         sampler_latents={("gmm-grid25", "dpm-ot-paper"): 250},
         sweep_datasets=("digits",), sweep_sigmas=(0.01, 0.1, 1.0),
         latent_curve_datasets=("gmm-grid25",), latent_curve_sizes=(50, 125, 250, 500, 1000, 2000),
-        train_loss_datasets=("gmm-ring8",), ot_benchmarks="quick", bound_checks="quick"),
+        train_loss_datasets=("gmm-ring8",), ot_benchmarks="quick", bound_checks="quick",
+        unibench=UniBench(("gmm-grid25", "digits"), schedules=("skip-noisiest", "constant", "late"),
+                          inputs=("blend", "x0", "x_sigma"), factor_datasets=("gmm-grid25",), dpmot_nfes=(5,),
+                          dpmot_datasets=("gmm-grid25",), seeds=(0, 1))),
     "full": Suite(
         "full", "all samplers x NFE grid x 5 seeds on every dataset with more samples; full OT and bound checks",
         datasets=("gmm-ring8", "gmm-grid25", "gmm-hd", "digits"), seeds=(0, 1, 2, 3, 4),
@@ -72,6 +111,15 @@ SUITES = {
         sweep_sigmas=(0.003, 0.01, 0.03, 0.1, 0.25, 0.5, 1.0, 2.0),
         train_loss_datasets=("gmm-ring8", "gmm-grid25", "gmm-hd"), ot_benchmarks="full", bound_checks="full",
         latent_curve_datasets=("gmm-grid25", "gmm-hd"), latent_curve_sizes=(50, 125, 250, 500, 1000)),
+    "upainting": Suite(
+        "upainting", "UniBench-small alone: every arm x schedule x guidance input at NFE 10, each arm's default at NFE "
+        "5 and 20, on digits and gmm-grid25, simple / complex / held-out-wording complex prompts (8 each, 50 samples "
+        "per prompt), 3 seeds, and DPM-OT composed at NFE 5 and 10",
+        datasets=(), samplers=(), seeds=(0, 1, 2),
+        unibench=UniBench(("gmm-grid25", "digits"), kinds=("simple", "complex", "complex-heldout", "simple-heldout"),
+                          nfes=(5, 10, 20), schedules=("skip-noisiest", "constant", "late", "early", "ramp-up",
+                                                       "ramp-down", "cosine"),
+                          inputs=("blend", "x0", "x_sigma"), dpmot_nfes=(5, 10), design="factorial")),
     "tiny": Suite(
         "tiny", "a smoke-test suite: two samplers, two NFEs, two seeds on gmm-ring8",
         datasets=("gmm-ring8",), samplers=("dpm-ot", "euler"), nfes=(2, 5), seeds=(0, 1),

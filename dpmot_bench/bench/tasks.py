@@ -186,7 +186,14 @@ def bound_task(ctx: Context, cell: Cell) -> list[dict]:
 TASKS = {"sample": sample_task, "floor": floor_task, "ot-fit": ot_fit_task, "train-loss": train_loss_task,
          "classifier": classifier_task, "ot-kernel": ot_benchmark_task, "ot-solver": ot_benchmark_task,
          "ot-scale": ot_benchmark_task, "bound": bound_task,
-         "sigma-star": lambda ctx, cell: sigma_star_task(ctx, cell), "latent-count": latent_count_task}
+         "sigma-star": lambda ctx, cell: sigma_star_task(ctx, cell), "latent-count": latent_count_task,
+         "unibench": lambda ctx, cell: _unibench(ctx, cell)}
+
+
+def _unibench(ctx: Context, cell: Cell) -> dict:
+    from .unibench import unibench_task
+
+    return unibench_task(ctx, cell)
 
 
 def run_cell(ctx: Context, cell: Cell):

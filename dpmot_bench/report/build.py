@@ -401,10 +401,17 @@ class Report:
         for path in plot_bound(rows, self.fig_dir):
             self.figure(path, f"error bound: {path.stem.replace('-', ' ')}")
 
+    def unibench(self) -> None:
+        rows = _frame(self.rows, "unibench")
+        if not rows.empty and self.suite.unibench is not None:
+            from .unibench import write_section
+
+            write_section(self, rows)
+
     def write(self) -> Path:
         for section in (self.header, self.claims, self.quality, self.mode_mixture, self.memorisation,
-                        self.latent_count, self.sigma_star, self.costs, self.samples_figures, self.training, self.classifier,
-                        self.ot_engine, self.bound):
+                        self.latent_count, self.sigma_star, self.costs, self.samples_figures, self.unibench,
+                        self.training, self.classifier, self.ot_engine, self.bound):
             section()
         frame = pd.DataFrame(self.rows)
         write_text(self.out / "results.csv", frame.to_csv(index=False))
