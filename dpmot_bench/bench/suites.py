@@ -117,7 +117,7 @@ SUITES = {
         "per prompt), 3 seeds, and DPM-OT composed at NFE 5 and 10",
         datasets=(), samplers=(), seeds=(0, 1, 2),
         unibench=UniBench(("gmm-grid25", "digits"), kinds=("simple", "complex", "complex-heldout", "simple-heldout"),
-                          nfes=(5, 10, 20), schedules=("skip-noisiest", "constant", "late", "early", "ramp-up",
+                          nfes=(10, 5, 20), schedules=("skip-noisiest", "constant", "late", "early", "ramp-up",
                                                        "ramp-down", "cosine"),
                           inputs=("blend", "x0", "x_sigma"), dpmot_nfes=(5, 10), design="factorial")),
     "tiny": Suite(

@@ -22,6 +22,7 @@ used for guidance):
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -104,17 +105,16 @@ def unibench_task(ctx, cell: Cell) -> dict:
     from ..metrics import feature_statistics, frechet_distance_from_stats, precision_recall_density_coverage
     from ..models.evaluator import get_evaluator
     from ..models.prompted import get_prompted_models
-    from ..samplers.prompted import Guidance, sample_prompted
+    from ..samplers.prompted import ARMS, sample_prompted
 
     params = dict(cell.params)
     bench = ctx.suite.unibench
     models = get_prompted_models(cell.dataset, device=ctx.device, progress=ctx.progress)
     evaluator = get_evaluator(cell.dataset)
     dataset = models.dataset
-    arm = {"text": dict(cfg=2.0, guidance=0.0), "matcher": dict(cfg=0.0, guidance=3.0),
-           "both": dict(cfg=2.0, guidance=3.0)}[cell.method]
-    extra = {} if cell.method == "text" else {"schedule": params["schedule"], "input": params["input"]}
-    guidance = Guidance(**arm, **extra)
+    guidance = ARMS[cell.method]
+    if cell.method != "text":
+        guidance = replace(guidance, schedule=params["schedule"], input=params["input"])
     train_x, train_y = dataset.data("train", None if dataset.is_finite else 20_000)
     held_x, held_y = dataset.data("heldout")
     aligned, similarity, mixed, fds, floors, prec, rec, div, jaccard, seconds, shown = ([] for _ in range(11))
