@@ -270,7 +270,7 @@ def _sample_prompted(args, dataset, out, sampler, options) -> int:
     from .ot.latents import check_classes
     from .provenance import provenance
     from .samplers.generate import DPMOT_SAMPLERS, prepare
-    from .samplers.prompted import Guidance, check_prompt, sample_prompted
+    from .samplers.prompted import Guidance, check_prompt, check_sampler, sample_prompted
 
     if args.data is not None or args.model is not None:
         raise InputError("--prompt uses the dataset's own prompted models; it does not combine with --data or --model")
@@ -278,6 +278,7 @@ def _sample_prompted(args, dataset, out, sampler, options) -> int:
         raise InputError("--prompt with dpm-ot fits a class-conditional map for the prompt (its classes: --classes, "
                          "or the matcher's reading); --ot and --preset do not apply")
     check_prompt(args.prompt)
+    check_sampler(sampler)
     guidance = Guidance(cfg=2.0 if args.cfg is None else args.cfg, guidance=args.guidance or 0.0,
                         schedule=args.schedule or "skip-noisiest", input=args.guidance_input or "blend")
     classes = None

@@ -84,8 +84,9 @@ def test_cli_prompt_samples_the_prompted_mode_and_refuses_bad_prompts(tmp_path, 
     x = torch.from_numpy(np.load(out)["x"]).double()
     share = float((torch.cdist(x, get_dataset("gmm-grid25").mixture.means).argmin(1) == 4).double().mean())
     assert share > 0.5, share
-    for args, words in ((["--prompt", "  "], "--prompt is empty"), (["--cfg", "3"], "give --prompt TEXT"),
-                        (["--prompt", prompt, "--sampler", "dpm-ot"], "baseline samplers"),
+    for args, words in ((["--prompt", "  "], "the prompt is empty"), (["--cfg", "3"], "give --prompt TEXT"),
+                        (["--prompt", prompt, "--sampler", "dpm-ot", "--ot", "map.npz"], "do not apply"),
+                        (["--prompt", prompt, "--sampler", "diffusers-ddim"], "sigma-grid samplers"),
                         (["--prompt", prompt, "--schedule", "sometimes"], None)):
         base = ["sample", "--dataset", "gmm-grid25", "--nfe", "3", "--n", "4", "--out", str(tmp_path / "bad.npz"), "--quiet"]
         if "--sampler" not in args:

@@ -71,6 +71,13 @@ def check_prompt(prompt, encoder=None) -> str:
     return prompt
 
 
+def check_sampler(sampler) -> None:
+    """Prompted sampling positions its guidance schedule on a sigma grid: diffusers' schedulers are refused."""
+    if sampler in DIFFUSERS_SAMPLERS:
+        raise InputError(f"prompted sampling runs on this project's sigma-grid samplers, not {sampler} (diffusers' "
+                         "schedulers have their own timesteps)")
+
+
 @torch.no_grad()
 def class_probabilities(models, prompt: str) -> np.ndarray:
     """The matcher's p(class | prompt): softmax over classes of its learned scale times the cosine between
@@ -146,9 +153,7 @@ def sample_prompted(models, prompt: str, sampler: str, nfe: int, n: int, seed: i
     check_prompt(prompt, models.encoder)
     if not isinstance(guidance, Guidance):
         raise InputError(f"guidance must be a Guidance, got {type(guidance).__name__}")
-    if sampler in DIFFUSERS_SAMPLERS:
-        raise InputError(f"prompted sampling runs on this project's sigma-grid samplers, not {sampler} (diffusers' "
-                         "schedulers have their own timesteps)")
+    check_sampler(sampler)
     chosen_by, ot_map, name = None, None, sampler
     if sampler in DPMOT_SAMPLERS:
         chosen_by = "matcher" if classes is None else "given"
@@ -166,5 +171,5 @@ def sample_prompted(models, prompt: str, sampler: str, nfe: int, n: int, seed: i
     return PromptedResult(result, classes, chosen_by)
 
 
-__all__ = ["ARMS", "Guidance", "PromptedResult", "check_prompt", "choose_classes", "class_map",
+__all__ = ["ARMS", "Guidance", "PromptedResult", "check_prompt", "check_sampler", "choose_classes", "class_map",
            "class_probabilities", "sample_prompted"]
