@@ -203,12 +203,8 @@ def _sampler_options(items: list[str]) -> dict:
 
 
 def cmd_sample(args) -> int:
-    import numpy as np
-
-    from .io import save_npz
     from .models import default_model, get_denoiser
     from .models.select import choose_model
-    from .provenance import provenance
     from .samplers.dpmot import get_preset
     from .samplers.generate import DPMOT_SAMPLERS, check_rows, model_options, prepare
 
@@ -252,6 +248,17 @@ def cmd_sample(args) -> int:
                "nfe": args.nfe, "nfe_spent": result.nfe_spent, "n": args.n, "model": model,
                **({"model_description": description} if description else {}), "ot": args.ot,
                "options": options, "seconds": result.seconds, "fit_seconds": result.fit_seconds}
+    return _save_samples(out, result, summary, args)
+
+
+def _save_samples(out, result, summary: dict, args) -> int:
+    """Write a sample file (``x``, DPM-OT's ``index``, ``meta`` as JSON with provenance) atomically and print
+    the summary."""
+    import numpy as np
+
+    from .io import save_npz
+    from .provenance import provenance
+
     arrays = {"x": result.x.numpy()}
     if result.index is not None:
         arrays["index"] = result.index.numpy()
@@ -264,11 +271,7 @@ def cmd_sample(args) -> int:
 def _sample_prompted(args, dataset, out, sampler, options) -> int:
     """``dpmot sample --prompt``: the dataset's prompted models, any sigma-grid sampler or DPM-OT through a
     class-conditional map (samplers/prompted.py). Every check before the models are trained or loaded."""
-    import numpy as np
-
-    from .io import save_npz
     from .ot.latents import check_classes
-    from .provenance import provenance
     from .samplers.generate import DPMOT_SAMPLERS, prepare
     from .samplers.prompted import Guidance, check_prompt, check_sampler, sample_prompted
 
@@ -307,13 +310,7 @@ def _sample_prompted(args, dataset, out, sampler, options) -> int:
                                                          f"({models.path})",
                "classes": made.classes, "classes_chosen_by": made.chosen_by, "options": options,
                "seconds": result.seconds}
-    arrays = {"x": result.x.numpy()}
-    if result.index is not None:
-        arrays["index"] = result.index.numpy()
-    meta = {**summary, "provenance": provenance(args.seed, args.device, torch.float32)}
-    save_npz(out, **arrays, meta=np.array(json.dumps(meta, default=str)))
-    print(json.dumps(summary, default=str))
-    return 0
+    return _save_samples(out, result, summary, args)
 
 
 # [cmd train]

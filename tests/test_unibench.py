@@ -53,7 +53,7 @@ def test_grid_evaluator_matches_the_bayes_classifier():
     least 99% of rows, and its accuracy is within 4 binomial std of the Bayes accuracy."""
     grid, evaluator = get_dataset("gmm-grid25"), get_evaluator("gmm-grid25")
     x, y = grid.sample(4000, seed=1234)
-    means, std = grid.mixture.means.double(), float(grid.mixture.std) if hasattr(grid.mixture, "std") else None
+    means = grid.mixture.means.double()
     bayes = torch.cdist(x.double(), means).argmin(1).numpy()  # equal weights and isotropic equal covariances
     predicted = evaluator.predict(x)
     assert (predicted == bayes).mean() >= 0.99

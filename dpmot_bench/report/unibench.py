@@ -9,7 +9,6 @@ sampling noise) and whose second level is the prompt's samples. Alignment differ
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np

@@ -17,7 +17,6 @@ what the prompt means is the models' to understand.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
