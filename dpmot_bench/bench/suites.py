@@ -102,7 +102,7 @@ SUITES = {
         train_loss_datasets=("gmm-ring8",), ot_benchmarks="quick", bound_checks="quick",
         unibench=UniBench(("gmm-grid25", "digits"), schedules=("skip-noisiest", "constant", "late"),
                           inputs=("blend", "x0", "x_sigma"), factor_datasets=("gmm-grid25",), dpmot_nfes=(5,),
-                          dpmot_datasets=("gmm-grid25",), seeds=(0, 1))),
+                          dpmot_datasets=("gmm-grid25",), seeds=(0, 1), prompts=6, samples=40)),
     "full": Suite(
         "full", "all samplers x NFE grid x 5 seeds on every dataset with more samples; full OT and bound checks",
         datasets=("gmm-ring8", "gmm-grid25", "gmm-hd", "digits"), seeds=(0, 1, 2, 3, 4),

@@ -156,3 +156,30 @@ def latent_curve(frame: pd.DataFrame, path: Path) -> Path:
         ax.set(xscale="log", title=dataset, xlabel="latents N", ylabel="unbiased MMD^2 to the mixture")
         ax.legend(fontsize=7, frameon=False)
     return save(fig, path)
+
+
+def prompt_scatter(panels: dict[tuple[str, str], np.ndarray], reference: np.ndarray, targets: dict[str, np.ndarray],
+                   title: str, path: Path) -> Path:
+    """2-D samples per (prompt, arm): prompts as rows, arms as columns, over the true data in grey, with the
+    means of each prompt's classes ringed in green."""
+    prompts = list(dict.fromkeys(p for p, _ in panels))
+    arms = list(dict.fromkeys(a for _, a in panels))
+    fig, axes = plt.subplots(len(prompts), len(arms), figsize=(2.3 * len(arms), 2.3 * len(prompts) + 0.4),
+                             squeeze=False)
+    lim = np.abs(reference).max() * 1.2
+    for i, prompt in enumerate(prompts):
+        for j, arm in enumerate(arms):
+            ax = axes[i][j]
+            ax.scatter(reference[:, 0], reference[:, 1], s=1, color="0.8", lw=0)
+            ax.scatter(*targets[prompt].T, s=90, facecolors="none", edgecolors="C2", lw=1.2)
+            if (prompt, arm) in panels:
+                x = panels[prompt, arm]
+                ax.scatter(x[:, 0], x[:, 1], s=7, color="C3", alpha=0.8, lw=0)
+            ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal", xticks=[], yticks=[])
+            if i == 0:
+                ax.set_title(arm, fontsize=9)
+            if j == 0:
+                ax.set_ylabel(prompt, fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return save(fig, path)

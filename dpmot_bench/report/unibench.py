@@ -202,18 +202,25 @@ class UniBenchSection:
                 x = archive["x"]
             label = method if sampler == "dpmpp-2m" else f"{method} + DPM-OT"
             for i, prompt in enumerate(prompts[:3]):
-                panels[f"'{prompt.text}' | {label}"] = x[i]
+                panels[_label(prompt), label] = x[i]
         if not panels:
             return None
         out = fig_dir / f"unibench-{dataset.name}.png"
         if dataset.dim == 2:
             reference = dataset.sample(2000, seed=99)[0].numpy()
-            path = figures.scatter_grid(panels, reference, f"{dataset.name}: samples per prompt and arm", out)
+            means = dataset.mixture.means.numpy()
+            targets = {_label(p): means[sorted(p.classes)] for p in prompts[:3]}
+            path = figures.prompt_scatter(panels, reference, targets, f"{dataset.name}: samples per prompt (rows) "
+                                          "and arm (columns); green rings: the prompt's classes", out)
         else:
-            order = sorted(panels, key=lambda k: k.split(" | ")[0])
-            path = figures.image_grid({k: panels[k] for k in order}, out, dataset.shape, dataset.value_range,
-                                      per_method=12)
+            path = figures.image_grid({f"{p} | {a}": x for (p, a), x in panels.items()}, out, dataset.shape,
+                                      dataset.value_range, per_method=12)
         return path, (f"{dataset.name}: UniBench-small samples for the first {kind} prompts, per arm (seed {self.seeds[0]}, NFE {self.nfe}; DPM-OT at its NFE)")
+
+
+def _label(prompt) -> str:
+    classes = ",".join(map(str, sorted(prompt.classes)))
+    return f"'{prompt.text}' {{{classes}}}"
 
 
 def write_section(report, rows: pd.DataFrame) -> None:
