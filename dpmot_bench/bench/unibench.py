@@ -11,7 +11,7 @@ used for guidance):
 - ``fd``: the Frechet distance, in the evaluator's features, between a prompt's samples and the train
   split's rows of its classes, averaged over prompts; ``fd_floor``: the same for as many held-out real
   rows of those classes (at most ``samples``): what real data scores at this sample size;
-- ``precision`` / ``recall`` (k = 3) against the same rows, ``diversity``: the mean pairwise distance of a
+- ``precision`` / ``recall`` (k = 3) against the first 1000 of the same rows, ``diversity``: the mean pairwise distance of a
   prompt's samples over that of the floor's real rows (1: as spread as real data);
 - ``mixed``: samples between modes (gmm-grid25) or with two digit classes at softmax >= 0.2 (digits'
   classifier, the mode-mixture ratio);
@@ -32,6 +32,7 @@ from ..io import save_npz
 from .store import Cell
 from .suites import UNIBENCH_KINDS, Suite, UniBench
 
+PRDC_REFERENCE = 1000  # reference rows for precision / recall (its k-NN radii cost O(rows^2))
 NONE = "-"  # the text arm has no matcher schedule or input
 TASK = "unibench"
 
@@ -140,7 +141,7 @@ def unibench_task(ctx, cell: Cell) -> dict:
         stats_ref = feature_statistics(f_ref)
         fds.append(frechet_distance_from_stats(*feature_statistics(f_x), *stats_ref, method="eigh"))
         floors.append(frechet_distance_from_stats(*feature_statistics(f_real), *stats_ref, method="eigh"))
-        prdc = precision_recall_density_coverage(f_ref, f_x, k=3)
+        prdc = precision_recall_density_coverage(f_ref[:PRDC_REFERENCE], f_x, k=3)
         prec.append(prdc["precision"])
         rec.append(prdc["recall"])
         div.append(_pairwise_mean(f_x) / _pairwise_mean(f_real))
