@@ -272,7 +272,8 @@ def _sample_prompted(args, dataset, out, sampler, options) -> int:
     """``dpmot sample --prompt``: the dataset's prompted models, any sigma-grid sampler or DPM-OT through a
     class-conditional map (samplers/prompted.py). Every check before the models are trained or loaded."""
     from .ot.latents import check_classes
-    from .samplers.generate import DPMOT_SAMPLERS, prepare
+    from .samplers.generate import DPMOT_SAMPLERS, prepare, sampler_options
+    from .samplers.plans import check_nfe
     from .samplers.prompted import Guidance, check_prompt, check_sampler, sample_prompted
 
     if args.data is not None or args.model is not None:
@@ -296,6 +297,9 @@ def _sample_prompted(args, dataset, out, sampler, options) -> int:
         check_classes(classes, dataset)
     if sampler not in DPMOT_SAMPLERS:
         prepare(dataset, sampler, args.nfe, options)  # the sampler, its options and the budget, before training
+    else:
+        sampler_options(sampler, options)
+        check_nfe(args.nfe)
     from .models.prompted import get_prompted_models
 
     models = get_prompted_models(dataset.name, device=args.device, progress=not args.quiet)

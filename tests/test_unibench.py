@@ -93,6 +93,13 @@ def test_the_matcher_reads_the_class_of_simple_train_prompts(grid_models):
     assert np.mean(hits) >= 0.9  # measured: all 50
 
 
+def test_prompted_dpmot_takes_fit_options_for_its_class_map(grid_models):
+    made = sample_prompted(grid_models, GRID_PROMPT, "dpm-ot", 4, 20, 0, guidance=ARMS["text"], classes=[4],
+                           options={"sigma_star": 0.05, "rho": 5})
+    _, fitted = class_map(grid_models, [4], "dpm-ot", 4, options={"sigma_star": 0.05})
+    assert fitted.meta_["sigma_star"] == pytest.approx(0.05) and made.result.nfe_spent == 4
+
+
 def test_dpmot_with_a_prompt_lands_on_latents_of_the_chosen_classes(grid_models):
     made = sample_prompted(grid_models, GRID_PROMPT, "dpm-ot", 5, 300, 0, guidance=ARMS["both"], classes=[4, 9])
     assert made.classes == [4, 9] and made.chosen_by == "given"
@@ -158,14 +165,17 @@ def test_a_too_long_prompt_for_the_encoder_is_one_line(grid_models):
     (["--prompt", "", "--classes", "4"], "empty"),
     (["--classes", "4"], "guide a --prompt"),
     (["--prompt", GRID_PROMPT, "--guidance-input", "x0", "--cfg", "0"], "ignore the prompt"),
+    (["--prompt", GRID_PROMPT, "--option", "sigma_sta=0.05"], "has no option sigma_sta"),
+    (["--prompt", GRID_PROMPT, "--nfe", "0"], "nfe"),
 ])
 def test_cli_refuses_bad_prompted_sampling_in_one_line(tmp_path, extra, message):
     args = ["--dataset", "gmm-grid25", "--sampler", "dpm-ot", "--nfe", "5", "--n", "10", "--out",
             str(tmp_path / "s.npz"), "--quiet"]
-    if "--sampler" in extra:
-        i = extra.index("--sampler")
-        args[args.index("--sampler") + 1] = extra[i + 1]
-        extra = extra[:i] + extra[i + 2:]
+    for flag in ("--sampler", "--nfe"):
+        if flag in extra:
+            i = extra.index(flag)
+            args[args.index(flag) + 1] = extra[i + 1]
+            extra = extra[:i] + extra[i + 2:]
     run = subprocess.run([sys.executable, "-m", "dpmot_bench", "sample", *args, *extra], capture_output=True,
                          text=True)
     assert run.returncode == 2, run.stderr

@@ -17,7 +17,8 @@ what the prompt means is the models' to understand.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import json
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -25,6 +26,7 @@ import torch
 
 from ..errors import InputError
 from ..options import check_fields, option
+from .dpmot import FIT_FIELDS
 from .generate import DIFFUSERS_SAMPLERS, DPMOT_SAMPLERS, SampleResult, prepare
 from .guidance import INPUTS, SCHEDULES, prompted_denoiser
 
@@ -112,21 +114,23 @@ def choose_classes(models, prompt: str) -> list[int]:
 
 
 @lru_cache(maxsize=64)
-def _class_map(name: str, classes: tuple[int, ...], sampler: str, nfe: int, device: str):
+def _class_map(name: str, classes: tuple[int, ...], sampler: str, nfe: int, device: str, fit_options: str):
     from . import dpmot
 
-    preset = replace(dpmot.PRESETS[DPMOT_SAMPLERS[sampler]], split="train")
+    preset = dpmot.preset_with(DPMOT_SAMPLERS[sampler], {"split": "train", **json.loads(fit_options)}, sampler)
     return preset, preset.fit(name, nfe, device=device, classes=list(classes))
 
 
-def class_map(models, classes, sampler: str = "dpm-ot", nfe: int = 5, device="cpu"):
-    """``(preset, fitted map)``: the DPM-OT preset of ``sampler`` on the train split, its map onto the
-    latents of ``classes`` only (fitted once per process and key)."""
+def class_map(models, classes, sampler: str = "dpm-ot", nfe: int = 5, device="cpu", options: dict | None = None):
+    """``(preset, fitted map)``: the DPM-OT preset of ``sampler`` with its latents on the train split (and
+    the fit options among ``options``: sigma_star, solver, ...), its map onto the latents of ``classes``
+    only (fitted once per process and key)."""
     from ..devices import as_device
     from ..ot.latents import check_classes
-
     classes = tuple(check_classes(classes, models.dataset))
-    return _class_map(models.dataset.name, classes, sampler, int(nfe), str(as_device(device)))
+    fit = {k: v for k, v in (options or {}).items() if k in FIT_FIELDS}
+    return _class_map(models.dataset.name, classes, sampler, int(nfe), str(as_device(device)),
+                      json.dumps(fit, sort_keys=True))
 
 
 @dataclass
@@ -157,8 +161,9 @@ def sample_prompted(models, prompt: str, sampler: str, nfe: int, n: int, seed: i
     if sampler in DPMOT_SAMPLERS:
         chosen_by = "matcher" if classes is None else "given"
         classes = choose_classes(models, prompt) if classes is None else classes
-        name, ot_map = class_map(models, classes, sampler, nfe, device)
+        name, ot_map = class_map(models, classes, sampler, nfe, device, options)
         classes = ot_map.meta_["classes"]
+        options = {k: v for k, v in (options or {}).items() if k not in FIT_FIELDS}  # the map has them
     elif classes is not None:
         raise InputError(f"classes choose the latents of a DPM-OT map; {sampler} has none (use dpm-ot)")
     job = prepare(models.dataset, name, nfe, options, ot_map=ot_map, device=device)
