@@ -245,7 +245,10 @@ def write_section(report, rows: pd.DataFrame) -> None:
         "call of the guided denoiser; CFG and the matcher's gradient cost more network work per call, which "
         "`ms_per_sample` shows. `fd`: per-prompt Frechet distance in the evaluator's features to the train rows "
         f"of the prompt's classes, beside `fd_floor`, real held-out rows measured the same way. {bench.prompts} "
-        f"prompts x {bench.samples} samples per cell, seeds {', '.join(map(str, section.seeds))}.\n")
+        f"prompts x {bench.samples} samples per cell, seeds {', '.join(map(str, section.seeds))}."
+        + ("" if bench.design == "factorial" else " This is a quick slice; the whole benchmark (every arm x schedule "
+           "x input, NFE 5 / 10 / 20, both datasets, 3 seeds) is `dpmot report --suite upainting`, committed in "
+           "`reports/upainting/`.") + "\n")
     report.add("### Claims\n\nEach test pairs arms over (seed, prompt) units (hierarchical bootstrap); "
                "verdicts as in the DPM-OT claims table.\n")
     report.add(markdown_table(section.claims()))
