@@ -210,6 +210,7 @@ def test_unibench_designs_expand_to_their_factors():
     both10 = {(dict(c.params)["schedule"], dict(c.params)["input"]) for c in full
               if c.method == "both" and c.nfe == 10 and dict(c.params)["sampler"] == "dpmpp-2m"}
     assert len(both10) == 7 * 3  # every schedule x input at the first NFE
+    assert {dict(c.params)["schedule"] for c in full if c.method == "matcher"} == {"skip-noisiest"}
     assert {c.nfe for c in full if c.method == "text"} == {5, 10, 20}
 
 

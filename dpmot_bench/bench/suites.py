@@ -31,8 +31,8 @@ class UniBench:
 
     ``design="one-at-a-time"``: the arms x kinds x NFE with the default schedule and input (the first of
     each; sampler ``dpmpp-2m``), then for the ``both`` arm on ``factor_kinds`` of ``factor_datasets`` each
-    other schedule and each other input at the first NFE; ``"factorial"``: every arm x schedule x input
-    at the first NFE (the text arm has no schedule or input), the other NFEs at the defaults. Both add
+    other schedule and each other input at the first NFE; ``"factorial"``: UPainting's arm (``both``) at
+    every schedule x input at the first NFE, the other arms and NFEs at the defaults. Both add
     DPM-OT composed (class-conditional map + guided tail, arm ``both``) at ``dpmot_nfes`` on
     ``dpmot_datasets``. ``seeds``: None for the suite's."""
     datasets: tuple[str, ...]
@@ -112,8 +112,8 @@ SUITES = {
         train_loss_datasets=("gmm-ring8", "gmm-grid25", "gmm-hd"), ot_benchmarks="full", bound_checks="full",
         latent_curve_datasets=("gmm-grid25", "gmm-hd"), latent_curve_sizes=(50, 125, 250, 500, 1000)),
     "upainting": Suite(
-        "upainting", "UniBench-small alone: every arm x schedule x guidance input at NFE 10, each arm's default at NFE "
-        "5 and 20, on digits and gmm-grid25, simple / complex / held-out-wording complex prompts (8 each, 50 samples "
+        "upainting", "UniBench-small alone: the three arms, UPainting's arm at every schedule x guidance input at NFE "
+        "10, each arm's default at NFE 5 and 20, on digits and gmm-grid25, simple / complex / held-out-wording complex prompts (8 each, 50 samples "
         "per prompt), 3 seeds, and DPM-OT composed at NFE 5 and 10",
         datasets=(), samplers=(), seeds=(0, 1, 2),
         unibench=UniBench(("gmm-grid25", "digits"), kinds=("simple", "complex", "complex-heldout", "simple-heldout"),

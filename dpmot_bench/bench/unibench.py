@@ -66,7 +66,7 @@ def expand_unibench(suite: Suite) -> list[Cell]:
             for kind in bench.kinds:
                 for nfe in bench.nfes:
                     for arm in bench.arms:
-                        if bench.design == "factorial" and arm != "text" and nfe == bench.nfes[0]:
+                        if bench.design == "factorial" and arm == "both" and nfe == bench.nfes[0]:
                             cells += [_cell(bench, d, arm, nfe, seed, kind, s, i) for s in bench.schedules
                                       for i in bench.inputs]
                         else:
