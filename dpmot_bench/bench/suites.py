@@ -113,8 +113,8 @@ SUITES = {
         latent_curve_datasets=("gmm-grid25", "gmm-hd"), latent_curve_sizes=(50, 125, 250, 500, 1000)),
     "upainting": Suite(
         "upainting", "UniBench-small alone: the three arms, UPainting's arm at every schedule x guidance input at NFE "
-        "10, each arm's default at NFE 5 and 20, on digits and gmm-grid25, simple / complex / held-out-wording complex and simple prompts (8 each, 50 samples "
-        "per prompt), 3 seeds, and DPM-OT composed at NFE 5 and 10",
+        "10, each arm's default at NFE 5 and 20, on digits and gmm-grid25, simple / complex / held-out-wording "
+        "complex and simple prompts (8 each, 50 samples per prompt), 3 seeds, and DPM-OT composed at NFE 5 and 10",
         datasets=(), samplers=(), seeds=(0, 1, 2),
         unibench=UniBench(("gmm-grid25", "digits"), kinds=("simple", "complex", "complex-heldout", "simple-heldout"),
                           nfes=(10, 5, 20), schedules=("skip-noisiest", "constant", "late", "early", "ramp-up",
