@@ -77,8 +77,10 @@ def test_guidance_toward_a_class_raises_the_evaluators_accuracy_for_it(grid_mode
     sampler measured directly); the text arm and UPainting's arm put far more in mode 4 (beyond 6 binomial
     std of the unconditional share)."""
     evaluator = get_evaluator("gmm-grid25")
-    unconditional = sample_prompted(grid_models, GRID_PROMPT, "dpmpp-2m", 10, 400, 3,
-                                    guidance=Guidance(cfg=0.0, guidance=1e-12, schedule="none")).result.x
+    from dpmot_bench.models.conditional import conditioned
+    from dpmot_bench.samplers import generate
+
+    unconditional = generate(grid_models.dataset, "dpmpp-2m", 10, 400, 3, conditioned(grid_models.denoiser, None)).x
     base = float(evaluator.in_classes(unconditional, {4}).mean())
     assert base < 0.15
     for arm in ("text", "both"):
