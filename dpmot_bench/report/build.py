@@ -76,12 +76,18 @@ class Report:
                  "with 95% Student-t confidence intervals (`mean ± half-width`). DPM-OT's one-off cost (latents + "
                  "OT fit) is reported separately from the per-sample cost; NFE counts denoiser calls actually "
                  "spent (asserted equal to the NFE asked).\n\n## Setup\n")
+        if s.datasets:
+            items = {"datasets": ", ".join(s.datasets), "samplers": ", ".join(s.samplers),
+                     "NFE": ", ".join(map(str, s.nfes)), "seeds": ", ".join(map(str, s.seeds)),
+                     "samples per cell": ", ".join(f"{d}: {s.samples_for(d)}" for d in s.datasets)}
+        else:  # a UniBench-small suite alone
+            bench = s.unibench
+            items = {"datasets": ", ".join(bench.datasets), "NFE": ", ".join(map(str, sorted(bench.nfes))),
+                     "seeds": ", ".join(map(str, bench.seeds or s.seeds)),
+                     "samples per cell": f"{bench.prompts} prompts x {bench.samples} samples"}
         setup = pd.DataFrame({
-            "item": ["datasets", "samplers", "NFE", "seeds", "samples per cell", "device", "wall time",
-                     "dpmot-bench", "torch", "git commit", "time (UTC)"],
-            "value": [", ".join(s.datasets), ", ".join(s.samplers), ", ".join(map(str, s.nfes)),
-                      ", ".join(map(str, s.seeds)), ", ".join(f"{d}: {s.samples_for(d)}" for d in s.datasets),
-                      self.device, f"{self._compute_minutes():.1f} min of cell time ({self.seconds / 60:.1f} min "
+            "item": [*items, "device", "wall time", "dpmot-bench", "torch", "git commit", "time (UTC)"],
+            "value": [*items.values(), self.device, f"{self._compute_minutes():.1f} min of cell time ({self.seconds / 60:.1f} min "
                       "in this invocation)", __version__, record["torch"],
                       record["git_commit"], record["time_utc"]]})
         self.add(markdown_table(setup))
@@ -96,7 +102,7 @@ class Report:
                      "features" + ("; mode-mixture ratio from the given classifier (lambda rule of the "
                                    "reference code)" if exp.classifier else "; no classifier given, so no "
                                    "mode-mixture ratio") + ".")
-        else:
+        elif s.datasets:
             self.add("Models: the exact denoiser for the Gaussian mixtures (score error exactly zero); for `digits` "
                      "a small UNet trained on the train split (`dpmot train`). Quality: W2 to fresh true samples "
                      "(GMMs; exact `ot.emd2`) and Frechet distance on the features of a digits classifier trained on "
