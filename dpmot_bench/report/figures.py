@@ -75,7 +75,8 @@ def image_grid(samples: dict[str, np.ndarray], path: Path, shape: tuple[int, int
     for ax, name in zip(axes[:, 0], names):
         x = (np.clip(samples[name][:per_method].reshape(-1, *shape), low, high) - low) / (high - low)
         x = x.transpose(0, 2, 3, 1)  # (n, H, W, C)
-        strip = np.concatenate([np.pad(img, ((1, 1), (1, 1), (0, 0)), constant_values=1) for img in x], axis=1)
+        blank = 0 if channels == 1 else 1  # white: grey images are drawn with high values dark
+        strip = np.concatenate([np.pad(img, ((1, 1), (1, 1), (0, 0)), constant_values=blank) for img in x], axis=1)
         if channels == 1:
             ax.imshow(strip[..., 0], cmap="gray_r", vmin=0, vmax=1)  # as the digits: high values dark
         else:

@@ -205,6 +205,8 @@ class UniBenchSection:
                 panels[_label(prompt), label] = x[i]
         if not panels:
             return None
+        order = {label: i for i, label in enumerate(dict.fromkeys(_label(p) for p in prompts))}
+        panels = dict(sorted(panels.items(), key=lambda item: order[item[0][0]]))  # prompt by prompt, arms within
         out = fig_dir / f"unibench-{dataset.name}.png"
         if dataset.dim == 2:
             reference = dataset.sample(2000, seed=99)[0].numpy()
