@@ -28,7 +28,7 @@ import torch
 
 from ..errors import unknown_name
 from .distributed import all_reduce_sum_, rank_and_world
-from .kernel import ARGMAX_BLOCK, MIN_CHUNK_ROWS, argmax_rows, best_two_and_gaps, chunk_rows, score_chunks, softmax_
+from .kernel import ARGMAX_BLOCK, MIN_CHUNK_ROWS, argmax_rows, best_and_gap, best_two_and_gaps, chunk_rows, score_chunks, softmax_
 from . import sampling
 from .sampling import SourceSample
 from .sources import Source
@@ -245,8 +245,9 @@ class Winners:
     - slack3 positive, slack2 not: only j can overtake b; the exact difference ``D = s_j - s_b`` at h
       (float64, from the float32 operands the kernel multiplies) decides when ``|D| > e`` (the winner of
       the two and its new slacks: ``|D| - e``, and ``slack3 + max(D, 0)``);
-    - otherwise (or ``|D| <= e``): the point is scored again, and its runner-up is kept from then on (the
-      points near a facet are the ones that come back, and a runner-up costs a full pass ~20% more).
+    - otherwise (or ``|D| <= e``): the point is scored again, and its runner-up is kept from then on (a
+      full pass keeps none: finding them costs it about 50% more at d = 16, while the points near a facet,
+      which come back move after move, are a few percent of the sample).
 
     The counts are therefore a full pass's, except where a point's exact scores at h tie within float32
     rounding: such points are always scored again, so the counts do not depend on the winners' history,
@@ -257,6 +258,8 @@ class Winners:
     REUSE_FRACTION = 0.25
     BYTES_PER_POINT = 24  # int64 winner and runner-up (-1: not known), float32 slacks
     NO_RUNNER = -1
+    #: Share of a full pass's points (the smallest gaps) given a runner-up; a point scored again gets one.
+    BUILD_SHARE = 0.0
 
     def __init__(self, problem: Problem, sample: SourceSample, reference: torch.Tensor, sizes: list[int],
                  best: torch.Tensor, runner: torch.Tensor, slack2: torch.Tensor, slack3: torch.Tensor):
@@ -277,20 +280,25 @@ class Winners:
         return points.norm(dim=1).mul_(scoring.y_max).add_(h_max).mul_(rounding)
 
     @classmethod
-    def _score(cls, problem: Problem, points: torch.Tensor, h: torch.Tensor) -> tuple:
-        """``(winner, runner-up, slack2, slack3)`` of the rows of x at h (slacks: the gaps minus 2e)."""
+    def _score(cls, problem: Problem, points: torch.Tensor, h: torch.Tensor, share: float = 1.0) -> tuple:
+        """``(winner, runner-up, slack2, slack3)`` of the rows of x at h (slacks: the gaps minus 2e); the
+        runner-up for ``share`` of the rows (those with the smallest gaps), else ``NO_RUNNER``."""
         scoring = problem.scoring
         rows = points.shape[0]
         if rows < MIN_CHUNK_ROWS:  # see MIN_CHUNK_ROWS: a few rows alone may be rounded otherwise
             padded = torch.cat([points, points.new_zeros(MIN_CHUNK_ROWS - rows, points.shape[1])])
-            return tuple(column[:rows] for column in cls._score(problem, padded, h))
+            return tuple(column[:rows] for column in cls._score(problem, padded, h, share))
         best = torch.empty(rows, dtype=torch.int64, device=problem.device)
         runner = torch.empty(rows, dtype=torch.int64, device=problem.device)
         gap = torch.empty(rows, dtype=torch.float32, device=problem.device)
         gap3 = torch.empty(rows, dtype=torch.float32, device=problem.device)
         for start, scores in scoring.chunks(points, h, hard=True):
             end = start + scores.shape[0]
-            best[start:end], runner[start:end], gap[start:end], gap3[start:end] = best_two_and_gaps(scores)
+            if share > 0:
+                best[start:end], runner[start:end], gap[start:end], gap3[start:end] = best_two_and_gaps(scores, share)
+            else:
+                gap[start:end] = gap3[start:end] = best_and_gap(scores, out=best[start:end])[1]
+                runner[start:end] = cls.NO_RUNNER
         margin = cls._margin(problem, scoring.points(points), h).mul_(2)
         runner.masked_fill_(runner >= scoring.n, cls.NO_RUNNER)  # a padded target: one real target only
         return best, runner, gap.sub_(margin), gap3.sub_(margin)
@@ -309,7 +317,7 @@ class Winners:
                 full += 1
         rows = sum(sizes[:full])
         parts = [(kept.best[:rows], kept.runner[:rows], kept.slack2[:rows], kept.slack3[:rows])] if full else []
-        parts += [cls._score(problem, block, h) for block in held.cached[full:]]
+        parts += [cls._score(problem, block, h, cls.BUILD_SHARE) for block in held.cached[full:]]
         if not parts:
             empty = torch.empty(0, dtype=torch.int64, device=problem.device)
             parts = [(empty, empty, empty.float(), empty.float())]
