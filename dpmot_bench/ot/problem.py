@@ -390,7 +390,9 @@ def hard_masses(problem: Problem, held: "HeldSample", h: torch.Tensor, winners: 
     if reference is not None and (winners is None or winners.sample != held.sample
                                   or not torch.equal(winners.reference, reference)):
         winners = Winners.build(problem, held, reference, winners)
-    if winners is None or not winners.move_to(held, h):
+    if winners is not None and torch.equal(problem.scoring.scores_h(winners.reference), problem.scoring.scores_h(h)):
+        winners.reference = h.clone()  # the same float32 weights, the same scores: nothing moves
+    elif winners is None or not winners.move_to(held, h):
         winners = Winners.build(problem, held, h)
     return winners.counts / held.n, winners
 
