@@ -193,3 +193,43 @@ def test_best_and_gap_is_topk_two(rows, n, ties, seed):
         return
     top = scores.topk(2, dim=1).values
     assert torch.equal(gap, top[:, 0] - top[:, 1])
+
+
+@settings(max_examples=30, deadline=None)
+@given(rows=st.integers(1, 40), n=st.sampled_from([1, 2, 3, 63, 64, 128, 192, 1000, 1024]),
+       ties=st.sampled_from([0, 2, 3]), seed=st.integers(0, 2**16))
+def test_best_two_and_gaps_are_the_top_three(rows, n, ties, seed):
+    """The blocked winner, runner-up and two margins: the winner is argmax's (lowest index on ties), the
+    runner-up another column holding the second largest score, the margins those to the second and to the
+    largest score of every other column, on padded (-inf) rows and with exact ties of 2 or 3 columns."""
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randn(rows, n, generator=g)
+    for k in range(min(ties, n)):
+        scores[:, (k * n) // max(ties, 1)] = scores.amax(dim=1)
+    scores[:, n - n % 7:] = -math.inf if n > 7 else scores[:, n - n % 7:]
+    before = scores.clone()
+    best, runner, gap, gap3 = kernel.best_two_and_gaps(scores)
+    assert torch.equal(scores, before)
+    assert torch.equal(best, scores.argmax(dim=1))
+    if n == 1:
+        assert bool(torch.isinf(gap).all() & torch.isinf(gap3).all())
+        return
+    assert bool((runner != best).all())
+    top = scores.topk(min(3, n), dim=1).values
+    value = scores.gather(1, best[:, None])[:, 0]
+    assert torch.equal(gap, top[:, 0] - top[:, 1])
+    assert torch.equal(value - scores.gather(1, runner[:, None])[:, 0], gap)
+    rest = scores.scatter(1, best[:, None], -math.inf).scatter_(1, runner[:, None], -math.inf)
+    assert torch.equal(gap3, value - rest.amax(dim=1))
+
+
+@settings(max_examples=20, deadline=None)
+@given(rows=st.integers(1, 40), n=st.sampled_from([5, 64, 128, 320, 1024]), k=st.integers(1, 6),
+       seed=st.integers(0, 2**16))
+def test_blocked_topk_holds_the_k_largest_scores(rows, n, k, seed):
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randn(rows, n, generator=g)
+    scores[:, n - n % 7:] = -math.inf if n > 7 else scores[:, n - n % 7:]
+    k = min(k, n)
+    index = kernel.topk_rows(scores, k)
+    assert torch.equal(scores.gather(1, index), scores.topk(k, dim=1).values)

@@ -15,7 +15,7 @@ from dpmot_bench.errors import InputError
 from dpmot_bench.ot import GaussianSource, SemiDiscreteOT, UniformSource, sampling, solve_semidiscrete, solver_options
 from dpmot_bench.ot import check as checks
 from dpmot_bench.ot import curvature
-from dpmot_bench.ot.problem import Head, HeldSample, Problem, hard_masses, sample_masses
+from dpmot_bench.ot.problem import Head, HeldSample, Problem, Winners, hard_masses, sample_masses
 from dpmot_bench.ot.solvers import SOLVER_NAMES
 
 EPS32 = float(torch.finfo(torch.float32).eps)
@@ -88,20 +88,48 @@ def test_a_larger_stage_keeps_the_full_blocks_of_the_smaller_one(monkeypatch):
     """Nested stages: the winners of a smaller sample of the same stream serve its full blocks in a larger
     one (the rest is scored), and the counts equal a full pass; another stream's winners are not used."""
     monkeypatch.setattr(sampling, "BLOCK_ROWS", 1000)
+    scored = []
+    score = Winners._score.__func__
+    monkeypatch.setattr(Winners, "_score", classmethod(lambda cls, problem, x, *args: scored.append(len(x)) or
+                                                       score(cls, problem, x, *args)))
     g = torch.Generator().manual_seed(4)
     problem = Problem(GaussianSource(6), torch.randn(50, 6, generator=g), torch.full((50,), 1 / 50, dtype=torch.float64))
     h = 0.1 * torch.randn(50, generator=g, dtype=torch.float64)
     small, large = (HeldSample(s, list(s.blocks())) for s in (problem.sample(2500, (9,), True), problem.sample(6000, (9,), True)))
     _, winners = hard_masses(problem, small, h, None, None)
     h_next = h + 1e-3 * torch.randn(50, generator=g, dtype=torch.float64)
+    scored.clear()
     masses, grown = hard_masses(problem, large, h_next, winners, winners.reference)
     assert torch.equal(masses, sample_masses(problem, large, h_next))
-    assert all(grown.blocks[i][0] is winners.blocks[i][0] for i in (0, 1)) and grown.blocks[2][0] is not winners.blocks[2][0]
+    assert scored[:4] == [1000] * 4 and 1000 not in scored[4:]  # blocks 2..5 (block 2 was not full), then the move's
     other = HeldSample(problem.sample(6000, (8,), True), None)
     other = HeldSample(other.sample, list(other.sample.blocks()))
+    scored.clear()
     masses, fresh = hard_masses(problem, other, h_next, winners, winners.reference)
     assert torch.equal(masses, sample_masses(problem, other, h_next))
-    assert all(fresh.blocks[i][0] is not winners.blocks[i][0] for i in (0, 1))
+    assert scored[:6] == [1000] * 6 and 1000 not in scored[6:]
+
+
+def test_a_runner_up_that_alone_may_overtake_is_settled_by_two_exact_scores():
+    """After small moves, points near a facet scored again once keep their runner-up and are then settled
+    by their winner's and runner-up's exact scores (no full scoring); the winners that change are found,
+    and the counts equal a full pass."""
+    problem = Problem(GaussianSource(16), torch.randn(300, 16, generator=torch.Generator().manual_seed(5)),
+                      torch.full((300,), 1 / 300, dtype=torch.float64))
+    sample = problem.sample(2**15, (9,), quasi=True)
+    held = HeldSample(sample, list(sample.blocks()))
+    g = torch.Generator().manual_seed(6)
+    h = 0.1 * torch.randn(300, generator=g, dtype=torch.float64)
+    masses, winners = hard_masses(problem, held, h, None, None)
+    changed = 0
+    for _ in range(4):
+        h = h + 3e-3 * torch.randn(300, generator=g, dtype=torch.float64)
+        before = winners.best.clone()
+        masses, moved = hard_masses(problem, held, h, winners, winners.reference)
+        assert moved is winners
+        changed += int((winners.best != before).sum())
+        assert torch.equal(masses, sample_masses(problem, held, h))
+    assert changed > 0 and winners.settled > 0 and bool((winners.runner >= 0).any())
 
 
 def test_kept_winners_score_again_only_points_near_a_facet():
@@ -116,7 +144,7 @@ def test_kept_winners_score_again_only_points_near_a_facet():
     h_next = h + 1e-3 * torch.randn(200, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     masses, again = hard_masses(problem, held, h_next, winners, winners.reference)
     assert again is winners  # reused, not rebuilt
-    unsure = sum(int((slack <= 2e-3 * 2).sum()) for _, slack in winners.blocks.values())
+    unsure = int((winners.slack2 <= 2e-3 * 2).sum())
     assert unsure < 0.05 * sample.n
     assert torch.equal(masses, sample_masses(problem, held, h_next))
 

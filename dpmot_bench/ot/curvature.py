@@ -11,7 +11,7 @@ import itertools
 import torch
 
 from .distributed import all_reduce_sum_
-from .kernel import chunk_rows, softmax_, topk_softmax
+from .kernel import chunk_rows, softmax_, topk_rows, topk_softmax
 from .problem import Problem, point_blocks
 
 
@@ -210,8 +210,8 @@ def facet_chunks(problem: Problem, x, h: torch.Tensor, k: int = 4, skip: int = 0
                 return
             block = block[:limit]
             limit -= block.shape[0]
-        for start, scores in problem.scoring.chunks(block, h, rows=rows):
-            index = scores.topk(k, dim=1).indices
+        for start, scores in problem.scoring.chunks(block, h, hard=True, rows=rows):
+            index = topk_rows(scores, k)  # over the padded targets: their -inf scores come last
             best, others = index[:, 0], index[:, 1:]
             points = block[start:start + index.shape[0]].to(device=problem.device, dtype=torch.float64)
             difference = problem.targets[best, None, :].double() - problem.targets[others].double()

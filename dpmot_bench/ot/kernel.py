@@ -19,6 +19,8 @@ from typing import Iterator
 import torch
 
 CHUNK_BYTES = 4 * 2**20  # score buffer size: measured best on CPU (benchmarks/ot_kernel.py), within L3 cache
+# At least MIN_CHUNK_ROWS rows per product: MKL multiplies one or two rows by another path (a GEMV) whose float32
+# rounding differs from a chunk's, and the kept winners of ``problem.Winners`` must see a full pass's scores.
 MIN_CHUNK_ROWS, MAX_CHUNK_ROWS = 64, 8192
 ARGMAX_BLOCK = 64  # measured best of 16 to 256 (rows of 1000 to 4000 scores)
 SOFTMAX_TAIL = 43.0  # exp(-43) = 2e-19: softmax entries below it are 0 (products of two stay above 1.2e-38)
@@ -115,6 +117,83 @@ def best_and_gap(scores: torch.Tensor, out: torch.Tensor | None = None) -> tuple
     second = torch.maximum(inside.amax(dim=1), maxima.amax(dim=1))
     index = first.mul_(ARGMAX_BLOCK).add_(within)
     return (index if out is None else out.copy_(index)), best - second
+
+
+def best_two_and_gaps(scores: torch.Tensor, share: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(best, runner, gap, gap3)`` per row: the winner (lowest index on ties, as :func:`argmax_rows`), a
+    runner-up (a column of the second largest score, another than best), ``s_best - s_runner`` and
+    ``s_best - max_{j not in {best, runner}} s_j`` (0 on ties; inf where there is no such score). With
+    ``share < 1``, only about that share of the rows, those with the smallest gaps, get a runner-up: the
+    others get ``runner = -1`` and ``gap3 = gap`` (a lower bound of the margin to every other column).
+
+    By the blocked scheme of :func:`best_and_gap`, plus the runner-up's block: the runner-up is the
+    largest score of the winning block without the winner or the largest of the block with the second
+    largest maximum, and the third largest is the largest of what remains of those two blocks and of the
+    other blocks' maxima. Elsewhere (CUDA, other N) ``argmax`` and ``topk(3)``. ``scores`` is left unchanged."""
+    rows, n = scores.shape
+    if not _blockable(scores):
+        best = torch.argmax(scores, dim=1)
+        if n == 1:
+            inf = torch.full_like(scores[:, 0], math.inf)
+            return best, best.clone(), inf, inf.clone()
+        top = scores.topk(min(3, n), dim=1)
+        first, second = top.indices[:, 0], top.indices[:, 1]
+        runner = torch.where(first == best, second, first)
+        v = top.values
+        third = v[:, 2] if n > 2 else torch.full_like(v[:, 0], -math.inf)
+        # best outside the top two indices: three or more tie at the top, and so does the "third".
+        third = torch.where((first == best) | (second == best), third, v[:, 1])
+        return best, runner, v[:, 0] - v[:, 1], v[:, 0] - third
+    per_row = n // ARGMAX_BLOCK
+    maxima, first, inside, within = _winning_block(scores)
+    best_value = inside.gather(1, within.unsqueeze(1)).squeeze(1)
+    inside.scatter_(1, within.unsqueeze(1), -math.inf)
+    rest_first = inside.amax(dim=1)  # the winning block without the winner
+    maxima.scatter_(1, first.unsqueeze(1), -math.inf)
+    gap = best_value - torch.maximum(rest_first, maxima.amax(dim=1))
+    best = first * ARGMAX_BLOCK + within
+    if share >= 1:
+        chosen = None
+    else:  # the rows with the smallest gaps
+        count = max(1, math.ceil(share * rows))
+        chosen = (gap <= gap.kthvalue(count).values).nonzero().squeeze(1)
+        maxima, first, inside, rest_first, best_value = (t.index_select(0, chosen) for t in
+                                                         (maxima, first, inside, rest_first, best_value))
+    other = maxima.argmax(dim=1)  # the block with the second largest maximum
+    other_max = maxima.gather(1, other.unsqueeze(1)).squeeze(1)
+    maxima.scatter_(1, other.unsqueeze(1), -math.inf)
+    rest_max = maxima.amax(dim=1)  # every other block
+    base = (chosen if chosen is not None else torch.arange(rows, device=scores.device)) * per_row
+    in_first = rest_first >= other_max
+    pool = torch.where(in_first.unsqueeze(1), inside,
+                       scores.view(rows * per_row, ARGMAX_BLOCK).index_select(0, base.add_(other)))
+    at = pool.argmax(dim=1)
+    runner = torch.where(in_first, first, other).mul_(ARGMAX_BLOCK).add_(at)
+    pool.scatter_(1, at.unsqueeze(1), -math.inf)
+    third = torch.maximum(pool.amax(dim=1), torch.where(in_first, other_max, torch.maximum(rest_first, rest_max)))
+    if chosen is None:
+        return best, runner, gap, best_value - third
+    all_runners = torch.full_like(best, -1).index_copy_(0, chosen, runner)
+    return best, all_runners, gap, gap.clone().index_copy_(0, chosen, best_value - third)
+
+
+def topk_rows(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """The columns of the ``k`` largest scores of each row, largest first (``scores.topk(k).indices``,
+    up to the order among ties).
+
+    By blocks where :func:`argmax_rows` uses them and there are more than k blocks: the k largest scores lie
+    in the k blocks with the largest maxima (a block holding one of them has a maximum at least the k-th
+    largest score, which no other block exceeds), so ``topk`` runs on k blocks instead of the whole row
+    (``torch.topk`` costs about 3x the matrix product that made the scores at d = 16 on CPU)."""
+    rows, n = scores.shape
+    if not _blockable(scores) or n // ARGMAX_BLOCK <= k:
+        return scores.topk(k, dim=1).indices
+    per_row = n // ARGMAX_BLOCK
+    blocks = scores.view(rows * per_row, ARGMAX_BLOCK)
+    top_blocks = blocks.amax(dim=1).view(rows, per_row).topk(k, dim=1).indices
+    chosen = torch.arange(0, rows * per_row, per_row, device=scores.device)[:, None] + top_blocks
+    local = blocks.index_select(0, chosen.flatten()).view(rows, k * ARGMAX_BLOCK).topk(k, dim=1).indices
+    return top_blocks.gather(1, local // ARGMAX_BLOCK).mul_(ARGMAX_BLOCK).add_(local % ARGMAX_BLOCK)
 
 
 def assign(x: torch.Tensor, targets: torch.Tensor, h: torch.Tensor, rows: int | None = None) -> torch.Tensor:

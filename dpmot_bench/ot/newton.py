@@ -210,10 +210,15 @@ def stage_over(state: dict, level: tuple[int, float], last: bool, n_targets: int
     clusters, it would crawl: the hard steps take over from there). The fit ends with the last stage."""
     if state["g"] is None:
         return False
-    n, relative = level
-    tol = (options.final_tol if last else options.stage_tol) * math.sqrt(2 * n_targets / (math.pi * n))
-    warmed_up = relative != 0 and state["iteration"] - state["stage_start"] >= options.warmup_iter
-    return float(state["g"].abs().sum()) <= tol or state["halving"] > options.max_halvings or warmed_up
+    warmed_up = level[1] != 0 and state["iteration"] - state["stage_start"] >= options.warmup_iter
+    return reached(state["g"], level, last, n_targets, options) or state["halving"] > options.max_halvings or warmed_up
+
+
+def reached(g: torch.Tensor, level: tuple[int, float], last: bool, n_targets: int, options: NewtonQMCOptions) -> bool:
+    """Whether ``|g|_1`` meets the goal of a stage on ``level``'s n points: ``stage_tol`` (``final_tol`` in
+    the last stage) times ``sqrt(2 N / (pi n))``."""
+    tol = (options.final_tol if last else options.stage_tol) * math.sqrt(2 * n_targets / (math.pi * level[0]))
+    return float(g.abs().sum()) <= tol
 
 
 def trial_point(state: dict) -> tuple[torch.Tensor, float]:
@@ -262,10 +267,12 @@ def hard_direction(problem: Problem, points: Head, h: torch.Tensor, g: torch.Ten
 
 
 def newton_iteration(problem: Problem, options: NewtonQMCOptions, state: dict, level: tuple[int, float],
-                     samples: StageSamples) -> NewtonLog:
+                     samples: StageSamples, last: bool = False) -> NewtonLog:
     """One pass over the stage's sample: measure the masses at the trial point; if the line search
     refuses it, halve the step; else move there and compute the next direction (after refilling empty
-    cells once per hard stage, :func:`~dpmot_bench.ot.curvature.refill_empty`). Updates ``state``."""
+    cells once per hard stage, :func:`~dpmot_bench.ot.curvature.refill_empty`), unless the stage (the
+    ``last`` one or not) has then reached its goal (:func:`reached`: it ends, and a direction would be
+    thrown away). Updates ``state``."""
     stage, (n, relative) = state["stage"], level
     hard, nu = relative == 0, problem.weights
     held = samples.stage(n)
@@ -290,6 +297,10 @@ def newton_iteration(problem: Problem, options: NewtonQMCOptions, state: dict, l
         points, empty = samples.jacobian(), masses == 0
         if bool(empty.any()) and state["refilled"] != stage:
             state.update(h=refill_empty(problem, points, h_try, empty), g=None, refilled=stage)
+            return log
+        if reached(g, level, last, problem.targets.shape[0], options):  # the stage ends here
+            state.update(h=h_try, solution=h_try, g=g, energy=energy, step=None, halving=0,
+                         scale=min(1.0, 2 * a) if a > 0 else state["scale"])
             return log
         step = hard_direction(problem, points, h_try, g, options, samples.dense)
     else:
@@ -359,7 +370,7 @@ def newton_qmc(problem: Problem, options: NewtonQMCOptions, state: dict | None =
             state.update(stage=stage + 1, stage_start=state["iteration"], tau=None, g=None, step=None, halving=0,
                          done=done)
             continue
-        log = newton_iteration(problem, options, state, levels[stage], samples)
+        log = newton_iteration(problem, options, state, levels[stage], samples, last)
         if on_iteration is not None and on_iteration(state, log):
             break
     return state

@@ -28,7 +28,8 @@ import torch
 
 from ..errors import unknown_name
 from .distributed import all_reduce_sum_, rank_and_world
-from .kernel import ARGMAX_BLOCK, argmax_rows, best_and_gap, chunk_rows, score_chunks, softmax_
+from .kernel import ARGMAX_BLOCK, MIN_CHUNK_ROWS, argmax_rows, best_and_gap, best_two_and_gaps, chunk_rows, score_chunks, softmax_
+from . import sampling
 from .sampling import SourceSample
 from .sources import Source
 
@@ -66,6 +67,11 @@ class Scoring:
             centred[start:start + rows.shape[0]] = rows
             offset[start:start + rows.shape[0]] = origin * rows.sum(1)
         return cls(centred, n, origin, offset, centre)
+
+    @functools.cached_property
+    def y_max(self) -> float:
+        """``max_i |y_i - c|`` (of the float32 centred targets)."""
+        return float(self.targets[:self.n].norm(dim=1).max())
 
     @property
     def pads(self) -> bool:
@@ -220,87 +226,155 @@ EPS32 = float(torch.finfo(torch.float32).eps)
 
 
 class Winners:
-    """The winner of every point of a held sample at a reference ``h`` and a lower bound on how safely it
+    """The winner of every point of a held sample at a reference ``h`` and lower bounds on how safely it
     wins, so that a hard pass at a nearby h scores again only the points whose winner can change: the later
     passes of a Newton stage (and their step halvings) then cost a fraction of a pass, and so does the part
     of a larger stage's sample that repeats a smaller one (no library offers this reuse; the tests compare
     it with full passes).
 
-    With b a point's best target and g its score gap to the runner-up at ``reference``, moving the weights
-    to h changes every score difference ``s_b - s_j`` by ``delta_b - delta_j >= delta_b - max(delta)``,
-    ``delta = h - reference``: b still wins while the slack ``g - 2e`` exceeds ``max(delta) - delta_b``,
-    with ``e = (d + 2) eps32 (|x| max_j |y_j| + max_j |h_j|)`` bounding the float32 rounding of one centred
-    score (a d-term dot product, then one addition). Those points keep b and their slack shrinks by that
-    much (:meth:`move_to`); the others are scored again. The counts are therefore a full pass's, except
-    where a point's exact scores at h tie within float32 rounding: such points are always scored again
-    (their slack is negative), so the counts do not depend on the winners' history, and a resumed run,
-    which rebuilds them at the saved reference, gets the same. Memory: 12 bytes per point."""
+    Let ``e = (d + 2) eps32 (|x| max_j |y_j| + max_j |h_j|)``: it bounds twice the float32 rounding of one
+    centred score (a d-term dot product, then one addition), so a score difference whose exact value
+    exceeds e has the same sign in float32. Each point keeps its winner b, its runner-up j when known, and
+    two slacks: ``slack2 <= (s_b - s_j) - e`` and ``slack3 <= (s_b - s_k) - e`` for every other k (exact
+    scores at ``reference``; from the float32 gaps g: ``g - 2e``; without a runner-up, both bound every
+    k != b). Moving the weights to h changes ``s_b - s_k`` by ``delta_b - delta_k``, ``delta = h -
+    reference``, so (:meth:`move_to`) slack3 falls by ``max(delta) - delta_b`` and slack2 by ``delta_j -
+    delta_b`` (plus the rounding of the float32 h). Then, per point:
+
+    - both slacks positive: b still wins, in float32 too;
+    - slack3 positive, slack2 not: only j can overtake b; the exact difference ``D = s_j - s_b`` at h
+      (float64, from the float32 operands the kernel multiplies) decides when ``|D| > e`` (the winner of
+      the two and its new slacks: ``|D| - e``, and ``slack3 + max(D, 0)``);
+    - otherwise (or ``|D| <= e``): the point is scored again, and its runner-up is kept from then on (a
+      full pass keeps none: finding them costs it about 50% more at d = 16, while the points near a facet,
+      which come back move after move, are a few percent of the sample).
+
+    The counts are therefore a full pass's, except where a point's exact scores at h tie within float32
+    rounding: such points are always scored again, so the counts do not depend on the winners' history,
+    and a resumed run, which rebuilds them at the saved reference, gets the same. Memory: 24 bytes per
+    point."""
 
     #: Above this fraction of points to score again, a full pass (which also renews the reference) is cheaper.
     REUSE_FRACTION = 0.25
-    BYTES_PER_POINT = 12  # int64 winner, float32 slack
+    BYTES_PER_POINT = 24  # int64 winner and runner-up (-1: not known), float32 slacks
+    NO_RUNNER = -1
+    #: Share of a full pass's points (the smallest gaps) given a runner-up; a point scored again gets one.
+    BUILD_SHARE = 0.0
 
-    def __init__(self, problem: Problem, sample: SourceSample, reference: torch.Tensor, blocks: dict):
+    def __init__(self, problem: Problem, sample: SourceSample, reference: torch.Tensor, sizes: list[int],
+                 best: torch.Tensor, runner: torch.Tensor, slack2: torch.Tensor, slack3: torch.Tensor):
         self.problem, self.sample, self.reference = problem, sample, reference
-        self.blocks = blocks  # sample block index -> (winner, slack) of its rows, this process's blocks
-        scoring = problem.scoring
-        width = scoring.targets.shape[0]
-        counts = torch.zeros(width, dtype=torch.float64, device=problem.device)
-        for best, _ in blocks.values():
-            counts += torch.bincount(best, minlength=width)
-        self.counts = all_reduce_sum_(counts[:scoring.n].clone())
+        # this process's blocks (sample.own_blocks(), in order; ``sizes`` rows each), their rows one after another
+        self.sizes, self.best, self.runner, self.slack2, self.slack3 = sizes, best, runner, slack2, slack3
+        self.settled = self.rescored = 0  # points settled by their two scores, scored again (moves so far)
+        width = problem.scoring.targets.shape[0]
+        counts = torch.bincount(best, minlength=width).double()
+        self.counts = all_reduce_sum_(counts[:problem.scoring.n].clone())
 
     @staticmethod
-    def _score(problem: Problem, block: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Winners and slacks ``g - 2e`` of the rows of one block at h (e bounds with ``max |h|``, see above)."""
+    def _margin(problem: Problem, points: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """``e`` of each row of the centred float32 points (see above), at h."""
         scoring = problem.scoring
-        width, dim = scoring.targets.shape
-        best = torch.empty(block.shape[0], dtype=torch.int64, device=problem.device)
-        gap = torch.empty(block.shape[0], dtype=torch.float32, device=problem.device)
-        for start, scores in scoring.chunks(block, h, hard=True):
-            gap[start:start + scores.shape[0]] = best_and_gap(scores, out=best[start:start + scores.shape[0]])[1]
-        y_max = float(scoring.targets[:scoring.n].norm(dim=1).max())
-        rounding = 2 * (dim + 2) * EPS32 * (1 + 1e-3)  # 1e-3: room for the rounding of this bound itself
+        rounding = (scoring.targets.shape[1] + 2) * EPS32 * (1 + 1e-3)  # 1e-3: room for this bound's rounding
         h_max = float(scoring.scores_h(h).abs().max())
-        return best, gap.sub_(scoring.points(block).norm(dim=1).mul_(y_max).add_(h_max).mul_(rounding))
+        return points.norm(dim=1).mul_(scoring.y_max).add_(h_max).mul_(rounding)
+
+    @classmethod
+    def _score(cls, problem: Problem, points: torch.Tensor, h: torch.Tensor, share: float = 1.0) -> tuple:
+        """``(winner, runner-up, slack2, slack3)`` of the rows of x at h (slacks: the gaps minus 2e); the
+        runner-up for ``share`` of the rows (those with the smallest gaps), else ``NO_RUNNER``."""
+        scoring = problem.scoring
+        rows = points.shape[0]
+        if rows < MIN_CHUNK_ROWS:  # see MIN_CHUNK_ROWS: a few rows alone may be rounded otherwise
+            padded = torch.cat([points, points.new_zeros(MIN_CHUNK_ROWS - rows, points.shape[1])])
+            return tuple(column[:rows] for column in cls._score(problem, padded, h, share))
+        best = torch.empty(rows, dtype=torch.int64, device=problem.device)
+        runner = torch.empty(rows, dtype=torch.int64, device=problem.device)
+        gap = torch.empty(rows, dtype=torch.float32, device=problem.device)
+        gap3 = torch.empty(rows, dtype=torch.float32, device=problem.device)
+        for start, scores in scoring.chunks(points, h, hard=True):
+            end = start + scores.shape[0]
+            if share > 0:
+                best[start:end], runner[start:end], gap[start:end], gap3[start:end] = best_two_and_gaps(scores, share)
+            else:
+                gap[start:end] = gap3[start:end] = best_and_gap(scores, out=best[start:end])[1]
+                runner[start:end] = cls.NO_RUNNER
+        margin = cls._margin(problem, scoring.points(points), h).mul_(2)
+        runner.masked_fill_(runner >= scoring.n, cls.NO_RUNNER)  # a padded target: one real target only
+        return best, runner, gap.sub_(margin), gap3.sub_(margin)
 
     @classmethod
     def build(cls, problem: Problem, held: "HeldSample", h: torch.Tensor, kept: "Winners | None" = None) -> "Winners":
-        """A full hard pass at h that keeps every point's winner and slack; with ``kept`` (winners at h on a
+        """A full hard pass at h that keeps every point's winner and slacks; with ``kept`` (winners at h on a
         smaller sample of the same stream), only the blocks it does not hold in full are scored."""
         same_stream = kept is not None and dataclasses.replace(kept.sample, n=held.n) == held.sample
-        reuse = kept.blocks if same_stream and torch.equal(kept.reference, h) else {}
-        blocks = {}
-        for index, block in zip(held.sample.own_blocks(), held.blocks()):
-            known = reuse.get(index)
-            blocks[index] = known if known is not None and known[0].shape[0] == block.shape[0] \
-                else cls._score(problem, block, h)
-        return cls(problem, held.sample, h.clone(), blocks)
+        reuse = same_stream and torch.equal(kept.reference, h)
+        sizes = [block.shape[0] for block in held.cached]
+        # The kept sample's own blocks are the first ones of this one's; those it holds in full are reused.
+        full = 0
+        if reuse:
+            while full < min(len(sizes), len(kept.sizes)) and kept.sizes[full] == sizes[full] == sampling.BLOCK_ROWS:
+                full += 1
+        rows = sum(sizes[:full])
+        parts = [(kept.best[:rows], kept.runner[:rows], kept.slack2[:rows], kept.slack3[:rows])] if full else []
+        parts += [cls._score(problem, block, h, cls.BUILD_SHARE) for block in held.cached[full:]]
+        if not parts:
+            empty = torch.empty(0, dtype=torch.int64, device=problem.device)
+            parts = [(empty, empty, empty.float(), empty.float())]
+        return cls(problem, held.sample, h.clone(), sizes, *(torch.cat(column) for column in zip(*parts)))
+
+    def _points(self, held: "HeldSample", rows: torch.Tensor) -> torch.Tensor:
+        """The points of the given (sorted) rows of this process's blocks."""
+        per_block = torch.bincount(rows // sampling.BLOCK_ROWS, minlength=len(self.sizes)).tolist()
+        parts = [block.index_select(0, part.to(block.device) % sampling.BLOCK_ROWS)
+                 for block, part, count in zip(held.cached, rows.split(per_block), per_block) if count]
+        return torch.cat(parts) if parts else held.cached[0][:0]
 
     def move_to(self, held: "HeldSample", h: torch.Tensor) -> bool:
-        """Move the reference to h: score again only the points whose winner may have changed, lower every
-        other slack by what the move could cost it, and update the counts; False (nothing changed) when
-        more than ``REUSE_FRACTION`` of the points would have to be scored."""
-        scoring = self.problem.scoring
+        """Move the reference to h: lower the slacks by what the move could cost them, settle the points
+        whose runner-up alone may overtake by their two exact scores, score again the others whose winner
+        may have changed, and update the counts; False (nothing changed) when more than
+        ``REUSE_FRACTION`` of the points would have to be scored."""
+        problem, scoring = self.problem, self.problem.scoring
         delta = (h.double() - self.reference).float()
-        # s_b - s_j moves by delta_b - delta_j >= delta_b - max delta; the float32 h adds its rounding.
-        ceiling = float(delta.max()) + 2 * EPS32 * float(scoring.scores_h(h).abs().max())
-        costs = {index: delta[best].neg_().add_(ceiling) for index, (best, _) in self.blocks.items()}
-        unsure = {index: slack <= costs[index] for index, (_, slack) in self.blocks.items()}
-        count = torch.tensor([float(sum(int(u.sum()) for u in unsure.values()))], dtype=torch.float64,
-                             device=self.problem.device)
+        # s_b - s_k moves by delta_b - delta_k >= delta_b - max delta; the float32 h adds its rounding.
+        rounding = 2 * EPS32 * float(scoring.scores_h(h).abs().max())
+        at_best = delta.index_select(0, self.best)
+        third = self.slack3 - (float(delta.max()) + rounding) + at_best
+        unsure = third <= 0
+        count = torch.tensor([float(unsure.sum())], dtype=torch.float64, device=problem.device)
         if float(all_reduce_sum_(count)) > self.REUSE_FRACTION * held.n:
             return False
+        known = self.runner >= 0
+        second = self.slack2 - delta.index_select(0, self.runner.clamp(min=0)).sub_(at_best).add_(rounding)
+        second = torch.where(known, second, third)
+        self.slack2, self.slack3 = second, third
         width = scoring.targets.shape[0]
-        change = torch.zeros(width, dtype=torch.float64, device=self.problem.device)
-        for index, block in zip(held.sample.own_blocks(), held.blocks()):
-            best, slack = self.blocks[index]
-            slack.sub_(costs[index])
-            rows = unsure[index].nonzero().squeeze(1)
-            if rows.numel() == 0:
-                continue
+        best, runner = self.best, self.runner
+        change = torch.zeros(width, dtype=torch.float64, device=problem.device)
+        pair = ((second <= 0) & ~unsure).nonzero().squeeze(1)
+        if pair.numel():
+            b, j = best[pair], runner[pair]
+            points = scoring.points(self._points(held, pair))
+            difference = (points.double() * (scoring.targets[j].double() - scoring.targets[b].double())).sum(1)
+            h32 = scoring.scores_h(h).double()
+            difference += h32[j] - h32[b]  # D = s_j - s_b, exact up to float64 rounding
+            margin = self._margin(problem, points, h).double()
+            swap = difference > margin
+            settled = swap | (difference < -margin)
+            self.settled += int(settled.sum())
+            second[pair] = torch.where(settled, difference.abs() - margin, second[pair].double()).float()
+            third[pair] = torch.where(swap, third[pair].double() + difference, third[pair].double()).float()
+            turned = pair[swap]
+            change -= torch.bincount(best[turned], minlength=width)
+            best[turned], runner[turned] = runner[turned], best[turned]
+            change += torch.bincount(best[turned], minlength=width)
+            unsure[pair[~settled]] = True
+        rows = unsure.nonzero().squeeze(1)
+        if rows.numel():
+            self.rescored += rows.numel()
             change -= torch.bincount(best[rows], minlength=width)
-            best[rows], slack[rows] = self._score(self.problem, block[rows], h)
+            best[rows], runner[rows], second[rows], third[rows] = self._score(problem, self._points(held, rows), h)
             change += torch.bincount(best[rows], minlength=width)
         self.counts += all_reduce_sum_(change[:scoring.n].clone())
         self.reference = h.clone()
@@ -316,7 +390,9 @@ def hard_masses(problem: Problem, held: "HeldSample", h: torch.Tensor, winners: 
     if reference is not None and (winners is None or winners.sample != held.sample
                                   or not torch.equal(winners.reference, reference)):
         winners = Winners.build(problem, held, reference, winners)
-    if winners is None or not winners.move_to(held, h):
+    if winners is not None and torch.equal(problem.scoring.scores_h(winners.reference), problem.scoring.scores_h(h)):
+        winners.reference = h.clone()  # the same float32 weights, the same scores: nothing moves
+    elif winners is None or not winners.move_to(held, h):
         winners = Winners.build(problem, held, h)
     return winners.counts / held.n, winners
 

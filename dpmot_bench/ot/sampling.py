@@ -67,8 +67,8 @@ class SourceSample:
                 engine.fast_forward(block * BLOCK_ROWS - position)
             u = engine.draw(self._rows(block), dtype=torch.float64)
             position = block * BLOCK_ROWS + u.shape[0]
-            # A scrambled coordinate is exactly 0 with probability ~2^-52: keep the inverse CDF finite.
-            yield self.source.from_unit_cube(u.clamp_(1e-16, 1 - 1e-16)).to(self.device)
+            # A scrambled coordinate is exactly 0 with probability 2^-30: from_unit_cube keeps it finite.
+            yield self.source.from_unit_cube(u).to(self.device)
 
     def head_blocks(self, m: int) -> Iterator[torch.Tensor]:
         """The blocks holding the first ``min(m, n)`` rows, in every process (the last one may hold more)."""

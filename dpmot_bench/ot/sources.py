@@ -3,7 +3,7 @@
 A source gives three kinds of draws:
 
 - ``sample(m, generator)``: Monte-Carlo draws for the solvers, on the generator's device;
-- ``from_unit_cube(u)``: the image of points of (0, 1)^dim under the inverse CDF, for quasi-Monte Carlo
+- ``from_unit_cube(u)``: the image of points of [0, 1)^dim under the inverse CDF, for quasi-Monte Carlo
   (scrambled Sobol points, see ``sampling.py``);
 - ``draw(noise)``: draws from a :class:`~dpmot_bench.noise.SampleNoise`, i.e. row ``i`` depends only on the
   sampling seed and ``i`` (what samplers use).
@@ -19,6 +19,8 @@ import torch
 
 from ..errors import InputError
 from ..noise import SampleNoise
+
+NDTRI_LOW = -8.222082216130435  # ndtri(1e-16): where a Gaussian source maps a quasi-random coordinate of exactly 0
 
 
 def _check_dim(dim) -> int:
@@ -62,7 +64,11 @@ class GaussianSource:
         return x.mul_(self.std).add_(self.mean)
 
     def from_unit_cube(self, u: torch.Tensor) -> torch.Tensor:
-        return torch.special.ndtri(u).mul_(self.std).add_(self.mean).float()
+        """The inverse CDF of float64 points u in [0, 1) (overwritten), as float32, with 0 mapped to
+        ``ndtri(1e-16)``: ``sqrt(2) erfinv(2 u - 1)``, which is exact in its argument for Sobol points
+        (multiples of 2^-30) and about twice as fast as ``ndtri`` on CPUs."""
+        x = torch.special.erfinv(u.mul_(2).sub_(1)).mul_(math.sqrt(2) * self.std).add_(self.mean).float()
+        return x.nan_to_num_(neginf=NDTRI_LOW * self.std + self.mean)
 
     def draw(self, noise: SampleNoise) -> torch.Tensor:
         return noise.randn(self.dim).mul_(self.std).add_(self.mean)
