@@ -90,8 +90,8 @@ def test_a_larger_stage_keeps_the_full_blocks_of_the_smaller_one(monkeypatch):
     monkeypatch.setattr(sampling, "BLOCK_ROWS", 1000)
     scored = []
     score = Winners._score.__func__
-    monkeypatch.setattr(Winners, "_score", classmethod(lambda cls, problem, x, *args: scored.append(len(x)) or
-                                                       score(cls, problem, x, *args)))
+    monkeypatch.setattr(Winners, "_score", classmethod(lambda cls, problem, x, *args, **kwargs: scored.append(len(x))
+                                                       or score(cls, problem, x, *args, **kwargs)))
     g = torch.Generator().manual_seed(4)
     problem = Problem(GaussianSource(6), torch.randn(50, 6, generator=g), torch.full((50,), 1 / 50, dtype=torch.float64))
     h = 0.1 * torch.randn(50, generator=g, dtype=torch.float64)

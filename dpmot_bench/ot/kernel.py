@@ -119,12 +119,10 @@ def best_and_gap(scores: torch.Tensor, out: torch.Tensor | None = None) -> tuple
     return (index if out is None else out.copy_(index)), best - second
 
 
-def best_two_and_gaps(scores: torch.Tensor, share: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def best_two_and_gaps(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(best, runner, gap, gap3)`` per row: the winner (lowest index on ties, as :func:`argmax_rows`), a
     runner-up (a column of the second largest score, another than best), ``s_best - s_runner`` and
-    ``s_best - max_{j not in {best, runner}} s_j`` (0 on ties; inf where there is no such score). With
-    ``share < 1``, only about that share of the rows, those with the smallest gaps, get a runner-up: the
-    others get ``runner = -1`` and ``gap3 = gap`` (a lower bound of the margin to every other column).
+    ``s_best - max_{j not in {best, runner}} s_j`` (0 on ties; inf where there is no such score).
 
     By the blocked scheme of :func:`best_and_gap`, plus the runner-up's block: the runner-up is the
     largest score of the winning block without the winner or the largest of the block with the second
@@ -150,20 +148,11 @@ def best_two_and_gaps(scores: torch.Tensor, share: float = 1.0) -> tuple[torch.T
     inside.scatter_(1, within.unsqueeze(1), -math.inf)
     rest_first = inside.amax(dim=1)  # the winning block without the winner
     maxima.scatter_(1, first.unsqueeze(1), -math.inf)
-    gap = best_value - torch.maximum(rest_first, maxima.amax(dim=1))
-    best = first * ARGMAX_BLOCK + within
-    if share >= 1:
-        chosen = None
-    else:  # the rows with the smallest gaps
-        count = max(1, math.ceil(share * rows))
-        chosen = (gap <= gap.kthvalue(count).values).nonzero().squeeze(1)
-        maxima, first, inside, rest_first, best_value = (t.index_select(0, chosen) for t in
-                                                         (maxima, first, inside, rest_first, best_value))
     other = maxima.argmax(dim=1)  # the block with the second largest maximum
     other_max = maxima.gather(1, other.unsqueeze(1)).squeeze(1)
     maxima.scatter_(1, other.unsqueeze(1), -math.inf)
     rest_max = maxima.amax(dim=1)  # every other block
-    base = (chosen if chosen is not None else torch.arange(rows, device=scores.device)) * per_row
+    base = torch.arange(0, rows * per_row, per_row, device=scores.device)
     in_first = rest_first >= other_max
     pool = torch.where(in_first.unsqueeze(1), inside,
                        scores.view(rows * per_row, ARGMAX_BLOCK).index_select(0, base.add_(other)))
@@ -171,10 +160,8 @@ def best_two_and_gaps(scores: torch.Tensor, share: float = 1.0) -> tuple[torch.T
     runner = torch.where(in_first, first, other).mul_(ARGMAX_BLOCK).add_(at)
     pool.scatter_(1, at.unsqueeze(1), -math.inf)
     third = torch.maximum(pool.amax(dim=1), torch.where(in_first, other_max, torch.maximum(rest_first, rest_max)))
-    if chosen is None:
-        return best, runner, gap, best_value - third
-    all_runners = torch.full_like(best, -1).index_copy_(0, chosen, runner)
-    return best, all_runners, gap, gap.clone().index_copy_(0, chosen, best_value - third)
+    best = first.mul_(ARGMAX_BLOCK).add_(within)
+    return best, runner, best_value - torch.maximum(rest_first, other_max), best_value - third
 
 
 def topk_rows(scores: torch.Tensor, k: int) -> torch.Tensor:

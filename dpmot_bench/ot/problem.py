@@ -258,8 +258,6 @@ class Winners:
     REUSE_FRACTION = 0.25
     BYTES_PER_POINT = 24  # int64 winner and runner-up (-1: not known), float32 slacks
     NO_RUNNER = -1
-    #: Share of a full pass's points (the smallest gaps) given a runner-up; a point scored again gets one.
-    BUILD_SHARE = 0.0
 
     def __init__(self, problem: Problem, sample: SourceSample, reference: torch.Tensor, sizes: list[int],
                  best: torch.Tensor, runner: torch.Tensor, slack2: torch.Tensor, slack3: torch.Tensor):
@@ -280,22 +278,22 @@ class Winners:
         return points.norm(dim=1).mul_(scoring.y_max).add_(h_max).mul_(rounding)
 
     @classmethod
-    def _score(cls, problem: Problem, points: torch.Tensor, h: torch.Tensor, share: float = 1.0) -> tuple:
-        """``(winner, runner-up, slack2, slack3)`` of the rows of x at h (slacks: the gaps minus 2e); the
-        runner-up for ``share`` of the rows (those with the smallest gaps), else ``NO_RUNNER``."""
+    def _score(cls, problem: Problem, points: torch.Tensor, h: torch.Tensor, runners: bool = True) -> tuple:
+        """``(winner, runner-up, slack2, slack3)`` of the rows of x at h (slacks: the gaps minus 2e); without
+        ``runners``, ``NO_RUNNER`` and slack3 = slack2."""
         scoring = problem.scoring
         rows = points.shape[0]
         if rows < MIN_CHUNK_ROWS:  # see MIN_CHUNK_ROWS: a few rows alone may be rounded otherwise
             padded = torch.cat([points, points.new_zeros(MIN_CHUNK_ROWS - rows, points.shape[1])])
-            return tuple(column[:rows] for column in cls._score(problem, padded, h, share))
+            return tuple(column[:rows] for column in cls._score(problem, padded, h, runners))
         best = torch.empty(rows, dtype=torch.int64, device=problem.device)
         runner = torch.empty(rows, dtype=torch.int64, device=problem.device)
         gap = torch.empty(rows, dtype=torch.float32, device=problem.device)
         gap3 = torch.empty(rows, dtype=torch.float32, device=problem.device)
         for start, scores in scoring.chunks(points, h, hard=True):
             end = start + scores.shape[0]
-            if share > 0:
-                best[start:end], runner[start:end], gap[start:end], gap3[start:end] = best_two_and_gaps(scores, share)
+            if runners:
+                best[start:end], runner[start:end], gap[start:end], gap3[start:end] = best_two_and_gaps(scores)
             else:
                 gap[start:end] = gap3[start:end] = best_and_gap(scores, out=best[start:end])[1]
                 runner[start:end] = cls.NO_RUNNER
@@ -317,7 +315,7 @@ class Winners:
                 full += 1
         rows = sum(sizes[:full])
         parts = [(kept.best[:rows], kept.runner[:rows], kept.slack2[:rows], kept.slack3[:rows])] if full else []
-        parts += [cls._score(problem, block, h, cls.BUILD_SHARE) for block in held.cached[full:]]
+        parts += [cls._score(problem, block, h, runners=False) for block in held.cached[full:]]  # see above
         if not parts:
             empty = torch.empty(0, dtype=torch.int64, device=problem.device)
             parts = [(empty, empty, empty.float(), empty.float())]
