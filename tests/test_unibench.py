@@ -203,6 +203,7 @@ def test_unibench_designs_expand_to_their_factors():
     quick = [c for c in expand(get_suite("quick")) if c.task == "unibench"]
     params = [dict(c.params) for c in quick]
     assert len(quick) == len(set(quick))
+    assert {c.dataset for c in quick} == {"gmm-grid25"}
     grid = [p for c, p in zip(quick, params) if c.dataset == "gmm-grid25"]
     assert {p["schedule"] for p in grid} == {NONE, "skip-noisiest", "constant", "late"}
     assert {p["input"] for p in grid} == {NONE, "blend", "x0", "x_sigma"}
