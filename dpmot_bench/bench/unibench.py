@@ -22,7 +22,8 @@ used for guidance):
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -88,9 +89,37 @@ def paired_file(work: Path, fields: dict) -> Path:
 
 
 def _pairwise_mean(x: np.ndarray) -> float:
-    d = np.sqrt(((x[:, None, :] - x[None, :, :]) ** 2).sum(-1))
-    n = len(x)
-    return float(d.sum() / (n * (n - 1))) if n > 1 else float("nan")
+    from scipy.spatial.distance import pdist
+
+    return float(pdist(x).mean()) if len(x) > 1 else float("nan")
+
+
+@dataclass(frozen=True)
+class _Reference:
+    """What a prompt's samples are measured against, the same in every cell: the evaluator's ceiling on the
+    train rows of the prompt's classes, their feature statistics and first PRDC_REFERENCE features, and the
+    features of up to n held-out rows of those classes (the floor)."""
+    ceiling: float
+    statistics: tuple
+    prdc_rows: np.ndarray
+    real: np.ndarray
+
+
+@lru_cache(maxsize=256)
+def _reference(name: str, classes: frozenset, n_real: int) -> _Reference:
+    from ..data import get_dataset
+    from ..metrics import feature_statistics
+    from ..models.evaluator import get_evaluator
+
+    dataset, evaluator = get_dataset(name), get_evaluator(name)
+    labels = torch.tensor(sorted(classes))
+    rows_x, rows_y = dataset.data("train", None if dataset.is_finite else 20_000)
+    rows = rows_x[torch.isin(rows_y.long(), labels)]
+    held_x, held_y = dataset.data("heldout")
+    features = evaluator.features(rows)
+    real = evaluator.features(held_x[torch.isin(held_y.long(), labels)][:n_real])
+    return _Reference(float(evaluator.in_classes(rows, classes).mean()), feature_statistics(features),
+                      features[:PRDC_REFERENCE], real)
 
 
 def _mixed(ctx, dataset, x: torch.Tensor) -> np.ndarray:
@@ -116,12 +145,9 @@ def unibench_task(ctx, cell: Cell) -> dict:
     guidance = ARMS[cell.method]
     if cell.method != "text":
         guidance = replace(guidance, schedule=params["schedule"], input=params["input"])
-    train_x, train_y = dataset.data("train", None if dataset.is_finite else 20_000)
-    held_x, held_y = dataset.data("heldout")
     aligned, similarity, mixed, fds, floors, prec, rec, div, jaccard, seconds, shown = ([] for _ in range(11))
     ceiling = []
     for prompt in prompts_of(models.prompt_set, params["kind"], bench.prompts):
-        classes = torch.tensor(sorted(prompt.classes))
         out = sample_prompted(models, prompt.text, params["sampler"], cell.nfe, bench.samples, cell.seed,
                               guidance=guidance, device=ctx.device)
         seconds.append(out.result.seconds)  # sampling only (a DPM-OT class map's one-off fit excluded)
@@ -134,21 +160,19 @@ def unibench_task(ctx, cell: Cell) -> dict:
             text = models.encoder.encode([prompt.text])[0]
             similarity.append(models.matcher.similarity(x.to(ctx.device), text.to(ctx.device)).cpu().numpy())
         mixed.append(_mixed(ctx, dataset, x))
-        reference = train_x[torch.isin(train_y.long(), classes)]
-        real = held_x[torch.isin(held_y.long(), classes)][:bench.samples]
-        ceiling.append(float(evaluator.in_classes(reference, prompt.classes).mean()))
-        f_ref, f_x, f_real = (evaluator.features(v) for v in (reference, x, real))
-        stats_ref = feature_statistics(f_ref)
-        fds.append(frechet_distance_from_stats(*feature_statistics(f_x), *stats_ref, method="eigh"))
-        floors.append(frechet_distance_from_stats(*feature_statistics(f_real), *stats_ref, method="eigh"))
-        prdc = precision_recall_density_coverage(f_ref[:PRDC_REFERENCE], f_x, k=3)
+        ref = _reference(cell.dataset, prompt.classes, bench.samples)
+        ceiling.append(ref.ceiling)
+        f_x = evaluator.features(x)
+        fds.append(frechet_distance_from_stats(*feature_statistics(f_x), *ref.statistics, method="eigh"))
+        floors.append(frechet_distance_from_stats(*feature_statistics(ref.real), *ref.statistics, method="eigh"))
+        prdc = precision_recall_density_coverage(ref.prdc_rows, f_x, k=3)
         prec.append(prdc["precision"])
         rec.append(prdc["recall"])
-        div.append(_pairwise_mean(f_x) / _pairwise_mean(f_real))
+        div.append(_pairwise_mean(f_x) / _pairwise_mean(ref.real))
         shown.append(x.numpy())
     save_npz(paired_file(ctx.work, cell.fields()), aligned=np.stack(aligned), similarity=np.stack(similarity),
              mixed=np.stack(mixed), fd=np.asarray(fds))
-    if cell.seed == ctx.suite.seeds[0]:
+    if cell.seed == (bench.seeds or ctx.suite.seeds)[0]:
         save_npz(ctx.work / "samples" / (paired_file(ctx.work, cell.fields()).stem + ".npz"), x=np.stack(shown))
     row = {"alignment": float(np.mean(aligned)), "ceiling": float(np.mean(ceiling)),
            "matcher_similarity": float(np.mean(similarity)), "mixed": float(np.mean(mixed)),

@@ -16,6 +16,7 @@ import pandas as pd
 
 from ..bench.unibench import NONE, paired_file, prompts_of
 from ..render import markdown_table, with_ci
+from ..samplers.prompted import ARMS
 from ..stats import equivalence_test, one_sided_test, paired_difference, power, summarise
 from . import figures
 from .decide import combine
@@ -237,9 +238,10 @@ def write_section(report, rows: pd.DataFrame) -> None:
         "UPainting's claim at this machine's scale (README, \"Text prompts and UPainting\"): a text-conditional "
         "denoiser on a frozen pretrained Transformer (all-MiniLM-L6-v2) trained on the train split's even rows "
         "with condition dropout; an image-text matcher trained contrastively on its odd rows, clean data only; "
-        "three arms on the same seeds, prompts and source noise: **text** (CFG w = 2, no matcher), **matcher** "
-        "(the unconditional model steered by the matcher alone, s = 3) and **both** (UPainting: CFG 2 + matcher "
-        "guidance 3). The judge is an **evaluator** of another family and split (an RBF support-vector machine "
+        "three arms on the same seeds, prompts and source noise: **text** "
+        f"(CFG w = {ARMS['text'].cfg:g}, no matcher), **matcher** (the unconditional model steered by the matcher "
+        f"alone, s = {ARMS['matcher'].guidance:g}) and **both** (UPainting: CFG {ARMS['both'].cfg:g} + matcher "
+        f"guidance {ARMS['both'].guidance:g}). The judge is an **evaluator** of another family and split (an RBF support-vector machine "
         "fitted on the held-out split, never used for guidance); its *ceiling* is its accuracy on the train "
         "split's real rows of the prompt's classes. Prompt kinds: *simple* (one class in plain words, training "
         "wordings), *complex* (compositional, training wordings), *complex-heldout* (wordings the generator and "

@@ -59,16 +59,16 @@ ARMS = {"text": Guidance(cfg=2.0, guidance=0.0), "matcher": Guidance(cfg=0.0, gu
 
 
 def check_prompt(prompt, encoder=None) -> str:
-    """A prompt is a non-empty string the text encoder can read whole; a one-line InputError otherwise."""
+    """A prompt is a non-empty string of at most MAX_PROMPT_CHARS characters (checked before any model is
+    loaded) that ``encoder``, when given, can read whole; a one-line InputError otherwise."""
     if not isinstance(prompt, str):
         raise InputError(f"a prompt must be a string, got {type(prompt).__name__}")
     if not prompt.strip():
         raise InputError("the prompt is empty; give the text to condition on")
     if len(prompt) > MAX_PROMPT_CHARS:
         raise InputError(f"the prompt has {len(prompt)} characters; at most {MAX_PROMPT_CHARS}")
-    if encoder is not None and encoder.n_tokens(prompt) > encoder.max_tokens:
-        raise InputError(f"the prompt has {encoder.n_tokens(prompt)} tokens; the text encoder reads at most "
-                         f"{encoder.max_tokens}")
+    if encoder is not None:
+        encoder.encode([prompt])  # its token limit, checked where it is known (and the embedding cached)
     return prompt
 
 
