@@ -543,9 +543,12 @@ def _suite_and_out(args):
 def cmd_bench(args) -> int:
     from .bench.runner import run_suite
     from .io import write_json
+    from .threads import check_threads
 
+    check_threads(args.threads)  # before the output folder is made
     suite, out, user = _suite_and_out(args)
-    rows = run_suite(suite, out, resume=args.resume, device=args.device, progress=not args.quiet, user=user)
+    rows = run_suite(suite, out, resume=args.resume, device=args.device, progress=not args.quiet, user=user,
+                     threads=args.threads)
     write_json(out / "work" / "rows.json", rows)
     print(json.dumps({"suite": suite.name, "rows": len(rows), "results": str(out / "work")}))
     return 0
@@ -553,9 +556,12 @@ def cmd_bench(args) -> int:
 
 def cmd_report(args) -> int:
     from .report.build import build_report
+    from .threads import check_threads
 
+    check_threads(args.threads)  # before the output folder is made
     suite, out, user = _suite_and_out(args)
-    index = build_report(suite, out, resume=args.resume, device=args.device, progress=not args.quiet, user=user)
+    index = build_report(suite, out, resume=args.resume, device=args.device, progress=not args.quiet, user=user,
+                         threads=args.threads)
     print(index)
     return 0
 
@@ -752,6 +758,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "features from this local weights file (default: Frechet distance of the raw rows)")
         p.add_argument("--out", help="output directory (default reports/SUITE)")
         p.add_argument("--resume", action="store_true", help="keep finished cells of an interrupted run")
+        p.add_argument("--threads", type=int, default=1, help="torch CPU threads for the cells "
+                       "(default 1: the cells' networks are small; more for a many-core CPU run of the full suite)")
         p.set_defaults(run=run)
 
     # [parser reproduce]

@@ -5,6 +5,26 @@ import contextlib
 
 import torch
 
+from .errors import InputError
+
+
+def check_threads(count) -> int:
+    """``count`` if it is a positive integer (a CPU thread count), else an InputError."""
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise InputError(f"threads must be a positive integer, got {count!r}")
+    return count
+
+
+@contextlib.contextmanager
+def cpu_threads(count: int):
+    """Run the block with ``count`` intra-op CPU threads, restoring the previous setting on exit."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
 
 @contextlib.contextmanager
 def one_cpu_thread():
@@ -13,9 +33,5 @@ def one_cpu_thread():
     For work on small tensors (a few thousand rows, 8x8 images), where thread synchronisation costs more than
     it saves: on a loaded 2-core machine it made calls 20-150x slower. It also makes floating-point
     summation orders independent of the core count (reproducible training)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with cpu_threads(1):
         yield
-    finally:
-        torch.set_num_threads(previous)

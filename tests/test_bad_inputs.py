@@ -71,6 +71,10 @@ def cases(src, out):
         (["train", "--dataset", "gmm-ring8", "--steps", "1000000000000", "--out", str(out / "new" / "m.pt")],
          "GiB of memory"),
         (["check-bound", "--seeds", "1000000000"], "--seeds must be in [1, 1000]"),
+        (["report", "--suite", "tiny", "--threads", "0", "--out", str(out / "new" / "R")],
+         "threads must be a positive integer, got 0"),
+        (["bench", "--suite", "tiny", "--threads", "-2", "--out", str(out / "new" / "R")],
+         "threads must be a positive integer, got -2"),
         (S + ["--device", "mps", "--out", o], "mps"),
         (S + ["--device", "nosuch", "--out", o], "unknown device 'nosuch'"),
         (S + ["--device", "cpu:5", "--out", o], "there is one CPU device"),
@@ -155,6 +159,18 @@ def _device_calls(tmp_path):
         "build_report": lambda device: build_report(get_suite("tiny"), tmp_path / "new" / "R", device=device),
         "bound_checks": lambda device: theory.run_bound_checks("tiny", device=device),
     }
+
+
+@pytest.mark.parametrize("entry", ["run_suite", "build_report"])
+@pytest.mark.parametrize("threads", [0, 2.0, True, "2"])
+def test_bad_thread_counts_are_refused_before_a_run_folder_is_made(entry, threads, tmp_path):
+    from dpmot_bench.bench.runner import run_suite
+    from dpmot_bench.bench.suites import get_suite
+    from dpmot_bench.report.build import build_report
+
+    with pytest.raises(InputError, match="threads must be a positive integer"):
+        {"run_suite": run_suite, "build_report": build_report}[entry](get_suite("tiny"), tmp_path / "new", threads=threads)
+    assert not (tmp_path / "new").exists()
 
 
 @pytest.mark.parametrize("device, words", [("nosuch", "unknown device 'nosuch'"), ("cpu:5", "one CPU device")])

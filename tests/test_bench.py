@@ -258,3 +258,60 @@ def test_pot_semi_dual_potentials_become_our_h(seed, n_targets, reg):
     assert np.allclose(rows / len(x), plan, atol=1e-10)
     masses = kernel.soft_masses(torch.from_numpy(x), torch.from_numpy(y), h, reg).numpy() / len(x)
     assert np.allclose(masses, nu, atol=1e-8)
+
+
+def test_cells_run_on_the_asked_thread_count_which_is_restored_after(tmp_path, monkeypatch):
+    import torch
+
+    from dpmot_bench.bench import runner
+
+    seen = []
+    monkeypatch.setattr(runner, "run_cell", lambda ctx, cell: seen.append(torch.get_num_threads()) or {"x": 1.0})
+    before = torch.get_num_threads()
+    cells = expand(get_suite("tiny"))[:3]
+    for threads in (1, 3):
+        run_suite(get_suite("tiny"), tmp_path / f"t{threads}", cells=cells, threads=threads, progress=False)
+    assert seen == [1] * 3 + [3] * 3
+    assert torch.get_num_threads() == before
+
+
+def test_a_quick_report_points_each_undecided_test_to_the_full_suites_result(tmp_path, monkeypatch):
+    import shutil
+
+    from dpmot_bench.report.build import build_report
+    from dpmot_bench.stats import one_sided_test
+
+    monkeypatch.setenv("DPMOT_CACHE", str(tmp_path / "cache"))
+    base = replace(BASELINE_SUITE, samplers=("dpm-ot", "euler"), nfes=(2, 5), seeds=(0, 1), n_samples={"gmm-ring8": 60},
+                   n_latents={"gmm-ring8": 60}, claim_nfe=2, reference_nfe=5, figure_nfe=5)
+    reports = tmp_path / "reports"
+    build_report(replace(base, name="full"), reports / "full", progress=False)
+    full = json.loads((reports / "full" / "claims.json").read_text())
+    assert full["suite"] == "full" and full["seeds"] == [0, 1] and full["samples_per_cell"] == {"gmm-ring8": 60}
+    tested = [c for c in full["claims"] if any("estimate" in t for t in c["tests"])]
+    assert tested and all({"estimate", "low", "high", "verdict", "power", "n_per_cell"} <= set(t)
+                          for c in tested for t in c["tests"] if "estimate" in t)
+
+    # The quick run (the same cells, re-read) decides nothing; the full run, edited, decided one test.
+    claim = tested[0]
+    test = next(t for t in claim["tests"] if "estimate" in t)
+    test.update(verdict="supported", estimate=-1.25, low=-2.5, high=-0.125)
+    claim["verdict"] = "supported"
+    (reports / "full" / "claims.json").write_text(json.dumps(full))
+    monkeypatch.setattr("dpmot_bench.report.decide.one_sided_test",
+                        lambda *a, **k: replace(one_sided_test(*a, **k), verdict="undecided"))
+    quick = replace(base, name="quick", decided_by="full")
+    shutil.copytree(reports / "full" / "work", reports / "quick" / "work")
+    text = build_report(quick, reports / "quick", resume=True, progress=False).read_text()
+    table = text.split("## Paper claims")[1].split("\n## ")[0]
+    assert "| full suite |" in table and str(reports / "full" / "claims.json") in table
+    row = next(line for line in table.splitlines() if line.startswith(f"| {claim['claim']} |"))
+    assert (f"| supported: where this run is undecided, {test['dataset']} {test['metric']}: supported "
+            f"(-1.25 [-2.5, -0.125], n 60/cell)") in row
+
+    (reports / "full" / "claims.json").write_text("{not json")
+    with pytest.raises(CorruptFileError, match="not a claims file"):
+        build_report(quick, reports / "quick", resume=True, progress=False)
+    shutil.rmtree(reports / "full")
+    text = build_report(quick, reports / "quick", resume=True, progress=False).read_text()
+    assert "it has not been run beside this report" in text

@@ -17,6 +17,7 @@ from ..devices import as_device
 from ..io import exclusive_lock
 from ..provenance import provenance
 from ..samplers.generate import DPMOT_SAMPLERS
+from ..threads import check_threads, cpu_threads
 from .context import Context
 from .store import Cell, ResultStore
 from .suites import Suite
@@ -52,12 +53,18 @@ def expand(suite: Suite) -> list[Cell]:
 
 
 def run_suite(suite: Suite, out: str | Path, *, resume: bool = False, device="cpu", progress: bool = True,
-              cells: list[Cell] | None = None, user=None) -> list[dict]:
+              cells: list[Cell] | None = None, user=None, threads: int = 1) -> list[dict]:
     """Run (or, with ``resume``, finish) ``suite`` into ``out``; returns every stored row. One run at a
     time per folder: a second one gets an InputError (its lock: ``out/work/.lock``). ``user``: a
-    :class:`~dpmot_bench.bench.experiment.UserData` whose dataset the suite names."""
+    :class:`~dpmot_bench.bench.experiment.UserData` whose dataset the suite names. ``threads``: torch's
+    intra-op CPU threads while the cells run. The default, 1, suits this machine's cells: small networks
+    on a few thousand rows, where a second thread on a loaded 2-core machine made calls up to 10x slower,
+    and the OT benchmarks' timings are then one-thread timings (their rows say so). A many-core CPU run of
+    the full suite (d = 3072 OT passes) may ask for more; results do not depend on it beyond float
+    summation order."""
     device = as_device(device)  # before the lock creates anything
-    with exclusive_lock(Path(out) / "work" / LOCK_NAME, f"run folder {str(out)!r}", wait=False):
+    check_threads(threads)
+    with exclusive_lock(Path(out) / "work" / LOCK_NAME, f"run folder {str(out)!r}", wait=False), cpu_threads(threads):
         return _run_suite(suite, out, resume, device, progress, cells, user)
 
 

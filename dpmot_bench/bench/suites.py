@@ -79,6 +79,9 @@ class Suite:
     reference_nfe: int = 50  # ... against the best ODE sampler at this one
     regenerate: str | None = None  # the command that regenerates the report (default: dpmot report --suite NAME)
     unibench: UniBench | None = None  # UPainting's UniBench-small (bench/unibench.py)
+    # the suite whose claims decide what this one cannot power: its claims.json is read from the report
+    # folder beside this one (reports/<decided_by>/claims.json), when it is there
+    decided_by: str | None = None
 
     def latents_for(self, dataset: str, sampler: str = "dpm-ot") -> int | None:
         return self.sampler_latents.get((dataset, sampler), self.n_latents.get(dataset))
@@ -104,7 +107,8 @@ SUITES = {
         # UniBench-small's quick slice: gmm-grid25 only (digits' prompted models take ~100 s to train from an
         # empty cache, past the 10-minute budget); both datasets in the upainting suite
         unibench=UniBench(("gmm-grid25",), schedules=("skip-noisiest", "constant", "late"),
-                          inputs=("blend", "x0", "x_sigma"), dpmot_nfes=(5,), seeds=(0, 1), prompts=6, samples=40)),
+                          inputs=("blend", "x0", "x_sigma"), dpmot_nfes=(5,), seeds=(0, 1), prompts=6, samples=40),
+        decided_by="full"),
     "full": Suite(
         "full", "all samplers x NFE grid x 5 seeds on every dataset (2000 samples per cell on the GMMs, 450 on digits; "
         "DPM-OT over the whole held-out split, the paper preset's slow adam-mc over 500 GMM latents); sigma_star "

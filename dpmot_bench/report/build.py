@@ -1,7 +1,9 @@
-"""``dpmot report``: run a suite (resumable) and write ``index.md``, figures, ``results.csv`` and
-``results.json`` into the output directory. Each file is written atomically and ``index.md`` last."""
+"""``dpmot report``: run a suite (resumable) and write ``index.md``, figures, ``results.csv``,
+``results.json`` and ``claims.json`` into the output directory. Each file is written atomically and
+``index.md`` last."""
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -14,10 +16,12 @@ from ..bench.runner import LOCK_NAME, run_suite
 from ..bench.suites import Suite
 from ..data import get_dataset
 from ..devices import as_device
+from ..errors import CorruptFileError
 from ..io import ensure_writable_dir, exclusive_lock, remove_stale_temps, write_json, write_text
 from ..provenance import provenance
 from ..render import markdown_table, with_ci
 from ..stats import summarise
+from ..threads import check_threads
 from . import figures, ot_section
 from .claims import claims_table
 
@@ -40,8 +44,11 @@ def _pivot(summary: pd.DataFrame, dataset: str, metric: str) -> pd.DataFrame:
 
 
 class Report:
-    def __init__(self, suite: Suite, out: Path, rows: list[dict], seconds: float, device: str, user=None):
+    def __init__(self, suite: Suite, out: Path, rows: list[dict], seconds: float, device: str, user=None,
+                 threads: int = 1):
         self.suite, self.out, self.rows, self.seconds, self.device = suite, out, rows, seconds, device
+        self.threads = threads
+        self._claims_tests: dict = {}
         self.user = user  # a UserData: the user's dataset and model (dpmot reproduce, report --data)
         self.fig_dir = out / "figures"
         self.work = out / "work"
@@ -143,17 +150,80 @@ class Report:
         table = claims_table(self.summary, self.floors, self.gmm, fits, bound if not bound.empty else None,
                              nfe=self.suite.claim_nfe, reference_nfe=self.suite.reference_nfe,
                              comparisons=self.comparisons())
+        self._claims_tests = table.attrs.get("tests", {})
+        write_json(self.out / "claims.json", self._claims_record(table))
+        decided_by = self._decided_by()
         self.add("## Paper claims\n\nEach verdict is computed from this run by the stated test; the DPM-OT paper's "
                  "own tables were not available, so its numbers are \"not available\" and are not compared. "
                  "Quality and mixing claims are paired comparisons (every arm ran on the same seeds and the same "
                  "source noise, row by row): the measurement gives the difference a - b with its 90% interval "
                  "(the one-sided test at alpha 0.05 it inverts), the margin, the p-value and the power; "
                  "*undecided* means this run cannot decide and says how many samples per cell would give 80% "
-                 "power. Where that number exceeds the quick suite's samples per cell, this machine's quick run "
-                 "cannot decide the claim; the full suite (`dpmot report --suite full`: 2000 samples per cell on "
-                 "the GMMs, 5 seeds; not run here) is the next step. How to read a verdict: README, "
-                 "\"Reading a verdict\".\n")
+                 "power. How to read a verdict: README, \"Reading a verdict\"." + (decided_by[0] if decided_by
+                                                                                   else "") + "\n")
+        if decided_by:
+            table[f"{self.suite.decided_by} suite"] = [decided_by[1](row) for row in table.itertuples()]
         self.add(markdown_table(table))
+
+    def _claims_record(self, table: pd.DataFrame) -> dict:
+        """claims.json: every claim's verdict and the records of its paired tests, with where they came from
+        (what a smaller suite's report reads to point to this one's results)."""
+        tests = table.attrs.get("tests", {})
+        record = provenance(device=self.device)
+        return {"suite": self.suite.name, "git_commit": record["git_commit"], "time_utc": record["time_utc"],
+                "cell_minutes": self._compute_minutes(), "threads": self.threads,
+                "seeds": list(self.suite.seeds),
+                "samples_per_cell": {d: self.suite.samples_for(d) for d in self.suite.datasets},
+                "claims": [{"claim": row.claim, "verdict": row.verdict,
+                            "tests": [{k: v for k, v in t.items() if not k.startswith("_")} for t in tests.get(row.claim, [])]}
+                           for row in table.itertuples()]}
+
+    def _decided_by(self):
+        """(paragraph, row -> cell text) pointing to the results of ``suite.decided_by`` (its claims.json in
+        the report folder beside this one), or None when the suite names none."""
+        name = self.suite.decided_by
+        if name is None:
+            return None
+        path = self.out.parent / name / "claims.json"
+        command = f"`dpmot report --suite {name} --out {path.parent}`"
+        if not path.is_file():
+            return (f" This run's undecided tests are the {name} suite's to decide ({command}); it has not been "
+                    f"run beside this report (no `{path}`).", lambda row: "not run")
+        try:
+            other = json.loads(path.read_text())
+            claims = {c["claim"]: c for c in other["claims"]}
+        except (ValueError, KeyError, TypeError) as error:
+            raise CorruptFileError(f"{path} is not a claims file of a dpmot report ({error})") from None
+        ours = self._claims_tests
+
+        def cell(row) -> str:
+            theirs = claims.get(row.claim)
+            if theirs is None:
+                return "not in that run"
+            by_key = {(t.get("dataset"), t.get("metric"), t.get("a"), t.get("b")): t for t in theirs["tests"]}
+            decided = []
+            for mine in ours.get(row.claim, []):
+                if mine.get("verdict") != "undecided":
+                    continue
+                t = by_key.get((mine.get("dataset"), mine.get("metric"), mine.get("a"), mine.get("b")))
+                if t is None:
+                    decided.append(f"{mine['dataset']} {mine['metric']}: not in that run")
+                elif "estimate" in t:
+                    decided.append(f"{t['dataset']} {t['metric']}: {t['verdict']} ({t['estimate']:.3g} "
+                                   f"[{t['low']:.3g}, {t['high']:.3g}], n {t['n_per_cell']}/cell"
+                                   + (f"; 80% power needs n {t['n_for_80']}" if t["verdict"] == "undecided"
+                                      and t.get("n_for_80") else "") + ")")
+                else:
+                    decided.append(f"{t['dataset']} {t['metric']}: {t['verdict']}")
+            return theirs["verdict"] + (": where this run is undecided, " + "; ".join(decided) if decided else "")
+
+        seeds, samples = other.get("seeds", []), other.get("samples_per_cell", {})
+        return (f" Where this run is undecided, the **{name} suite** decides what it can: column \"{name} suite\", "
+                f"from `{path}` ({len(seeds)} seeds; samples per cell "
+                + ", ".join(f"{d}: {n}" for d, n in samples.items())
+                + f"; {other.get('cell_minutes', float('nan')):.0f} min of cell time on {other.get('threads', '?')} "
+                f"thread(s) of this machine; commit {str(other.get('git_commit', '?'))[:7]}, "
+                f"{other.get('time_utc', '?')}; regenerate with {command}).", cell)
 
     def quality(self) -> None:
         if self.summary.empty:
@@ -429,16 +499,18 @@ class Report:
 
 
 def build_report(suite: Suite, out: str | Path, *, resume: bool = False, device="cpu", progress=True,
-                 user=None) -> Path:
+                 user=None, threads: int = 1) -> Path:
     """Run ``suite`` into ``out`` and write the report there. Temp files that killed runs left anywhere
     under ``out`` are removed first (those of a live concurrent run are kept), so an interrupted run
-    resumed with ``resume`` ends with exactly the files of an uninterrupted one."""
+    resumed with ``resume`` ends with exactly the files of an uninterrupted one. ``threads``: as in
+    :func:`~dpmot_bench.bench.runner.run_suite`."""
     device = as_device(device)  # before anything is created
+    check_threads(threads)
     out = ensure_writable_dir(Path(out))
     with exclusive_lock(out / "work" / LOCK_NAME, f"report folder {str(out)!r}", wait=False):  # one run at a time
         remove_stale_temps(out)
         ensure_writable_dir(out / "figures")
         start = time.perf_counter()
-        rows = run_suite(suite, out, resume=resume, device=device, progress=progress, user=user)
-        return Report(suite, out, rows, time.perf_counter() - start, str(device), user).write()
+        rows = run_suite(suite, out, resume=resume, device=device, progress=progress, user=user, threads=threads)
+        return Report(suite, out, rows, time.perf_counter() - start, str(device), user, threads).write()
 

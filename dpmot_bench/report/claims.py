@@ -48,11 +48,11 @@ def claims_table(summary: pd.DataFrame, floors: dict, gmm: dict, ot_fits: pd.Dat
     """``summary``: sample cells summarised by (dataset, method, nfe) with ``<metric>_ci`` columns;
     ``floors``: dataset -> the metric of true data; ``gmm``: dataset -> is it a GMM; ``comparisons``: a
     :class:`~dpmot_bench.report.decide.Comparisons` of the run (paired tests; without it the quality
-    claims are not measurable). Columns: claim, test, measurement, effect (the paired differences with
-    their 90% intervals), power, verdict."""
+    claims are not measurable). Columns: claim, test, measurement (the paired differences with
+    their 90% intervals), power, verdict; ``attrs["tests"]``: claim -> the records of its paired tests."""
     from .decide import combine, decide, text
 
-    claims = []
+    claims, tests = [], {}
     methods = set(summary.method)
     datasets = sorted(summary.dataset.unique())
     ode = [m for m in ODE_BASELINES if m in methods]
@@ -66,6 +66,7 @@ def claims_table(summary: pd.DataFrame, floors: dict, gmm: dict, ot_fits: pd.Dat
         effect = "; ".join(text(r) for r in results) or "n/a"
         powers = ", ".join(f"{r['dataset']} {r['metric']} {r['b']}: {r['power']:.2f}" for r in results) or "n/a"
         claims.append((title, test_text, effect, powers, combine([r["verdict"] for r in results])))
+        tests[title] = results
 
     # 1. About 10 NFE suffice: DPM-OT at NFE 10 reaches the best ODE sampler at NFE 50.
     results = []
@@ -138,7 +139,9 @@ def claims_table(summary: pd.DataFrame, floors: dict, gmm: dict, ot_fits: pd.Dat
                              f"tail {PRESETS['default'].tail} from sigma_star")
     tested = [r for r in results if r is not None and not r.get("_text")]
     effect = "; ".join(text(r) for r in tested) or "n/a"
-    claims.append((f"G3.1: DPM-OT at NFE {headline_nfe} reaches {ref_method} at NFE {ref_nfe}",
+    headline = f"G3.1: DPM-OT at NFE {headline_nfe} reaches {ref_method} at NFE {ref_nfe}"
+    tests[headline] = [r for r in results if r is not None]
+    claims.append((headline,
                    "paired non-inferiority within 5% (MMD^2 and W2 on GMMs, FD on digits) and >= 99% of GMM samples "
                    "within 3 std of a mode (lower CI end); context: " + ("; ".join(notes) or "n/a"), effect,
                    ", ".join(f"{r['dataset']} {r['metric']}: {r['power']:.2f}" for r in tested) or "n/a",
@@ -183,4 +186,6 @@ def claims_table(summary: pd.DataFrame, floors: dict, gmm: dict, ot_fits: pd.Dat
     claims.append(("Samples are novel (implicit: quality is not bought by copying)",
                    "copy rate to the OT targets at most twice the rate of fresh true data (+1%)",
                    "; ".join(evidence) or "n/a", "n/a", _verdict(flags)))
-    return pd.DataFrame(claims, columns=["claim", "test", "measurement", "power", "verdict"])
+    table = pd.DataFrame(claims, columns=["claim", "test", "measurement", "power", "verdict"])
+    table.attrs["tests"] = tests  # claim -> its paired tests (report/decide.py records), for claims.json
+    return table
