@@ -7,6 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dpmot-installed
 SUITE ?= quick
 TEST_WORKERS ?= 2
+REPORT_JOBS ?= 2
 
 .PHONY: test report install clean-venv
 
@@ -14,7 +15,7 @@ test: $(STAMP)
 	$(PY) -m pytest -n $(TEST_WORKERS) -q tests
 
 report: $(STAMP)
-	$(VENV)/bin/dpmot report --suite $(SUITE) --out reports/$(SUITE)
+	$(VENV)/bin/dpmot report --suite $(SUITE) --out reports/$(SUITE) --jobs $(REPORT_JOBS)
 
 install: $(STAMP)
 

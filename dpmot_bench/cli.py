@@ -540,15 +540,24 @@ def _suite_and_out(args):
     return suite, out, user
 
 
+def _check_run_arguments(args) -> None:
+    from .threads import check_threads
+
+    check_threads(args.threads, "--threads")
+    check_threads(args.jobs, "--jobs")
+    if args.jobs > 1 and args.data is not None:
+        raise InputError("--jobs > 1 runs the embedded datasets only; a run on --data uses one process "
+                         "(give it --threads, or a GPU)")
+
+
 def cmd_bench(args) -> int:
     from .bench.runner import run_suite
     from .io import write_json
-    from .threads import check_threads
 
-    check_threads(args.threads)  # before the output folder is made
+    _check_run_arguments(args)  # before the output folder is made
     suite, out, user = _suite_and_out(args)
     rows = run_suite(suite, out, resume=args.resume, device=args.device, progress=not args.quiet, user=user,
-                     threads=args.threads)
+                     threads=args.threads, jobs=args.jobs)
     write_json(out / "work" / "rows.json", rows)
     print(json.dumps({"suite": suite.name, "rows": len(rows), "results": str(out / "work")}))
     return 0
@@ -556,12 +565,11 @@ def cmd_bench(args) -> int:
 
 def cmd_report(args) -> int:
     from .report.build import build_report
-    from .threads import check_threads
 
-    check_threads(args.threads)  # before the output folder is made
+    _check_run_arguments(args)  # before the output folder is made
     suite, out, user = _suite_and_out(args)
     index = build_report(suite, out, resume=args.resume, device=args.device, progress=not args.quiet, user=user,
-                         threads=args.threads)
+                         threads=args.threads, jobs=args.jobs)
     print(index)
     return 0
 
@@ -760,6 +768,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--resume", action="store_true", help="keep finished cells of an interrupted run")
         p.add_argument("--threads", type=int, default=1, help="torch CPU threads for the cells "
                        "(default 1: the cells' networks are small; more for a many-core CPU run of the full suite)")
+        p.add_argument("--jobs", type=int, default=1, help="worker processes running cells side by side "
+                       "(default 1; make report uses 2, this machine's cores); results do not depend on it")
         p.set_defaults(run=run)
 
     # [parser reproduce]

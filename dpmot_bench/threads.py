@@ -8,20 +8,26 @@ import torch
 from .errors import InputError
 
 
-def check_threads(count) -> int:
-    """``count`` if it is a positive integer (a CPU thread count), else an InputError."""
+def check_threads(count, what: str = "threads") -> int:
+    """``count`` if it is a positive integer (a CPU thread or process count), else an InputError."""
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise InputError(f"threads must be a positive integer, got {count!r}")
+        raise InputError(f"{what} must be a positive integer, got {count!r}")
     return count
 
 
 @contextlib.contextmanager
 def cpu_threads(count: int):
-    """Run the block with ``count`` intra-op CPU threads, restoring the previous setting on exit."""
+    """Run the block with ``count`` CPU threads in torch (intra-op) and in the BLAS / OpenMP libraries
+    loaded so far (numpy's and scipy's OpenBLAS: an FD's eigh, through threadpoolctl), restoring the
+    previous settings on exit. On a loaded machine an OpenBLAS call on more threads than free cores waits
+    for descheduled threads: the quick report's bootstraps of 64-D eigh ran minutes instead of seconds."""
+    from threadpoolctl import threadpool_limits
+
     previous = torch.get_num_threads()
     torch.set_num_threads(count)
     try:
-        yield
+        with threadpool_limits(limits=count):
+            yield
     finally:
         torch.set_num_threads(previous)
 

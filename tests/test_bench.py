@@ -315,3 +315,23 @@ def test_a_quick_report_points_each_undecided_test_to_the_full_suites_result(tmp
     shutil.rmtree(reports / "full")
     text = build_report(quick, reports / "quick", resume=True, progress=False).read_text()
     assert "it has not been run beside this report" in text
+
+
+def test_two_worker_processes_give_the_rows_of_one(tmp_path, monkeypatch):
+    # maps fitted in the first phase and read back by the other worker, seeds of a group in one worker,
+    # sigma_star and latent-count maps fitted inside their groups: every row equal to a one-process run's
+    monkeypatch.setenv("DPMOT_CACHE", str(tmp_path / "cache"))
+    suite = replace(get_suite("tiny"), samplers=("dpm-ot", "dpm-ot-paper", "euler"))
+    one = run_suite(suite, tmp_path / "one", progress=False)
+    two = run_suite(suite, tmp_path / "two", progress=False, jobs=2)
+    assert {r["task"] for r in two} >= {"ot-fit", "sample", "sigma-star", "latent-count"}
+    untimed = lambda rows: comparable([{k: v for k, v in r.items() if not k.endswith("_seconds")} for r in rows])  # noqa: E731
+    assert untimed(two) == untimed(one)
+    files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one" / "work").rglob("*.npz"))
+    assert files == sorted(p.relative_to(tmp_path / "two") for p in (tmp_path / "two" / "work").rglob("*.npz"))
+    for name in files:  # maps, per-sample values for the paired tests, sample sets: the same arrays
+        with np.load(tmp_path / "one" / name) as a, np.load(tmp_path / "two" / name) as b:
+            assert a.files == b.files and all(np.array_equal(a[k], b[k]) for k in a.files if k != "meta"), name
+            if "meta" in a.files:  # a map's record: the same but for its fit time
+                metas = [{k: v for k, v in json.loads(str(f["meta"])).items() if k != "fit_seconds"} for f in (a, b)]
+                assert metas[0] == metas[1], name

@@ -14,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..devices import as_device
+from ..errors import InputError
 from ..io import exclusive_lock
 from ..provenance import provenance
 from ..samplers.generate import DPMOT_SAMPLERS
@@ -53,7 +54,7 @@ def expand(suite: Suite) -> list[Cell]:
 
 
 def run_suite(suite: Suite, out: str | Path, *, resume: bool = False, device="cpu", progress: bool = True,
-              cells: list[Cell] | None = None, user=None, threads: int = 1) -> list[dict]:
+              cells: list[Cell] | None = None, user=None, threads: int = 1, jobs: int = 1) -> list[dict]:
     """Run (or, with ``resume``, finish) ``suite`` into ``out``; returns every stored row. One run at a
     time per folder: a second one gets an InputError (its lock: ``out/work/.lock``). ``user``: a
     :class:`~dpmot_bench.bench.experiment.UserData` whose dataset the suite names. ``threads``: torch's
@@ -61,25 +62,95 @@ def run_suite(suite: Suite, out: str | Path, *, resume: bool = False, device="cp
     on a few thousand rows, where a second thread on a loaded 2-core machine made calls up to 10x slower,
     and the OT benchmarks' timings are then one-thread timings (their rows say so). A many-core CPU run of
     the full suite (d = 3072 OT passes) may ask for more; results do not depend on it beyond float
-    summation order."""
+    summation order.
+
+    ``jobs``: worker processes (each on ``threads`` threads). The DPM-OT maps (``ot-fit`` cells) and the
+    floors run first, then the other cells; within each phase the cells that differ only in their seed
+    form one group (they share a map, a model, a classifier), and idle workers take the next group. Every
+    cell's result is the same whichever process runs it: its randomness comes from its own seed, and the
+    maps are read back from the run folder, as a resumed run does."""
     device = as_device(device)  # before the lock creates anything
     check_threads(threads)
+    check_threads(jobs, "jobs")
+    if jobs > 1 and user is not None:
+        raise InputError("jobs > 1 runs the embedded datasets only; a run on your own data and model uses one "
+                         "process (give it threads, or a GPU)")
     with exclusive_lock(Path(out) / "work" / LOCK_NAME, f"run folder {str(out)!r}", wait=False), cpu_threads(threads):
-        return _run_suite(suite, out, resume, device, progress, cells, user)
+        store = ResultStore(Path(out) / "work", resume=resume)
+        todo = [c for c in (cells if cells is not None else expand(suite)) if not store.done(c)]
+        bar = tqdm(total=len(todo), desc=f"suite {suite.name}", unit="cell", disable=not progress, dynamic_ncols=True)
+        with bar:
+            if jobs == 1:
+                _run_cells(Context(suite, store.directory, torch.device(device), progress, user), store, todo, bar)
+            else:
+                _run_parallel(suite, store, todo, device, threads, jobs, bar)
+        return store.rows()
 
 
-def _run_suite(suite, out, resume, device, progress, cells, user) -> list[dict]:
-    store = ResultStore(Path(out) / "work", resume=resume)
-    ctx = Context(suite, store.directory, torch.device(device), progress, user)
-    todo = [c for c in (cells if cells is not None else expand(suite)) if not store.done(c)]
-    record = provenance(device=device)
-    bar = tqdm(todo, desc=f"suite {suite.name}", unit="cell", disable=not progress, dynamic_ncols=True)
-    for cell in bar:
-        bar.set_postfix_str(f"{cell.task} {cell.dataset} {cell.method} {cell.nfe or ''}".strip())
+def _run_cells(ctx: Context, store: ResultStore, cells: list[Cell], bar=None) -> int:
+    record = provenance(device=ctx.device)
+    for cell in cells:
+        if bar is not None:
+            bar.set_postfix_str(f"{cell.task} {cell.dataset} {cell.method} {cell.nfe or ''}".strip())
         start = time.perf_counter()
         results = run_cell(ctx, cell)
         wall = time.perf_counter() - start
         rows = results if isinstance(results, list) else [results]
         store.write(cell, [{**row, "wall_seconds": wall, "torch": record["torch"],
-                            "git_commit": record["git_commit"], "device": str(device)} for row in rows])
-    return store.rows()
+                            "git_commit": record["git_commit"], "device": str(ctx.device)} for row in rows])
+        if bar is not None:
+            bar.update()
+    return len(cells)
+
+
+FIRST_PHASE = ("floor", "ot-fit")  # what other cells read back from the run folder
+
+
+def _groups(cells: list[Cell]) -> list[list[Cell]]:
+    """Cells that differ only in their seed, in the order of their first member."""
+    groups: dict = {}
+    for cell in cells:
+        groups.setdefault((cell.task, cell.dataset, cell.method, cell.nfe, cell.params), []).append(cell)
+    return list(groups.values())
+
+
+_WORKER: dict = {}
+
+
+def _start_worker(suite: Suite, directory: str, device: str, threads: int) -> None:
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(threads)
+    threadpool_limits(limits=threads)
+    _WORKER["store"] = ResultStore(directory, resume=True)
+    _WORKER["ctx"] = Context(suite, Path(directory), torch.device(device), False)
+
+
+def _work(cells: list[Cell]) -> int:
+    return _run_cells(_WORKER["ctx"], _WORKER["store"], cells)
+
+
+def _run_parallel(suite, store, todo, device, threads, jobs, bar) -> None:
+    import multiprocessing
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    # spawn: a fresh interpreter per worker (forking a process that holds torch's thread pools can hang);
+    # a worker that dies breaks the pool with an error instead of being replaced (multiprocessing.Pool's way)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(jobs, context, initializer=_start_worker,
+                             initargs=(suite, str(store.directory), str(device), threads)) as pool:
+        for phase in ([c for c in todo if c.task in FIRST_PHASE], [c for c in todo if c.task not in FIRST_PHASE]):
+            futures = [pool.submit(_work, group) for group in _groups(phase)]
+            for future in futures:
+                future.add_done_callback(lambda f: not f.cancelled() and f.exception() is None and bar.update(f.result()))
+            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+            for future in pending:
+                future.cancel()
+            for future in done:
+                try:
+                    future.result()  # a cell's error, raised here as in a one-process run
+                except BrokenProcessPool as error:
+                    raise RuntimeError("a worker process of the run died (jobs > 1 starts each worker as a fresh "
+                                       "interpreter, which imports the main module: run from the dpmot command "
+                                       "or a script file, or use jobs=1)") from error

@@ -21,7 +21,7 @@ from ..io import ensure_writable_dir, exclusive_lock, remove_stale_temps, write_
 from ..provenance import provenance
 from ..render import markdown_table, with_ci
 from ..stats import summarise
-from ..threads import check_threads
+from ..threads import check_threads, cpu_threads
 from . import figures, ot_section
 from .claims import claims_table
 
@@ -45,9 +45,9 @@ def _pivot(summary: pd.DataFrame, dataset: str, metric: str) -> pd.DataFrame:
 
 class Report:
     def __init__(self, suite: Suite, out: Path, rows: list[dict], seconds: float, device: str, user=None,
-                 threads: int = 1):
+                 threads: int = 1, jobs: int = 1):
         self.suite, self.out, self.rows, self.seconds, self.device = suite, out, rows, seconds, device
-        self.threads = threads
+        self.threads, self.jobs = threads, jobs
         self._claims_tests: dict = {}
         self.user = user  # a UserData: the user's dataset and model (dpmot reproduce, report --data)
         self.fig_dir = out / "figures"
@@ -95,7 +95,7 @@ class Report:
         setup = pd.DataFrame({
             "item": [*items, "device", "wall time", "dpmot-bench", "torch", "git commit", "time (UTC)"],
             "value": [*items.values(), self.device, f"{self._compute_minutes():.1f} min of cell time ({self.seconds / 60:.1f} min "
-                      "in this invocation)", __version__, record["torch"],
+                      f"in this invocation, {self.jobs} process(es) x {self.threads} CPU thread(s))", __version__, record["torch"],
                       record["git_commit"], record["time_utc"]]})
         self.add(markdown_table(setup))
         if self.user is not None:
@@ -171,7 +171,7 @@ class Report:
         tests = table.attrs.get("tests", {})
         record = provenance(device=self.device)
         return {"suite": self.suite.name, "git_commit": record["git_commit"], "time_utc": record["time_utc"],
-                "cell_minutes": self._compute_minutes(), "threads": self.threads,
+                "cell_minutes": self._compute_minutes(), "threads": self.threads, "jobs": self.jobs,
                 "seeds": list(self.suite.seeds),
                 "samples_per_cell": {d: self.suite.samples_for(d) for d in self.suite.datasets},
                 "claims": [{"claim": row.claim, "verdict": row.verdict,
@@ -499,18 +499,21 @@ class Report:
 
 
 def build_report(suite: Suite, out: str | Path, *, resume: bool = False, device="cpu", progress=True,
-                 user=None, threads: int = 1) -> Path:
+                 user=None, threads: int = 1, jobs: int = 1) -> Path:
     """Run ``suite`` into ``out`` and write the report there. Temp files that killed runs left anywhere
     under ``out`` are removed first (those of a live concurrent run are kept), so an interrupted run
-    resumed with ``resume`` ends with exactly the files of an uninterrupted one. ``threads``: as in
-    :func:`~dpmot_bench.bench.runner.run_suite`."""
+    resumed with ``resume`` ends with exactly the files of an uninterrupted one. One run at a time per
+    folder. ``threads`` and ``jobs``: as in :func:`~dpmot_bench.bench.runner.run_suite` (``threads`` also
+    for the report's own statistics: bootstraps, figures)."""
     device = as_device(device)  # before anything is created
     check_threads(threads)
+    check_threads(jobs, "jobs")
     out = ensure_writable_dir(Path(out))
-    with exclusive_lock(out / "work" / LOCK_NAME, f"report folder {str(out)!r}", wait=False):  # one run at a time
+    with exclusive_lock(out / "work" / LOCK_NAME, f"report folder {str(out)!r}", wait=False), cpu_threads(threads):
         remove_stale_temps(out)
         ensure_writable_dir(out / "figures")
         start = time.perf_counter()
-        rows = run_suite(suite, out, resume=resume, device=device, progress=progress, user=user, threads=threads)
-        return Report(suite, out, rows, time.perf_counter() - start, str(device), user, threads).write()
+        rows = run_suite(suite, out, resume=resume, device=device, progress=progress, user=user, threads=threads,
+                         jobs=jobs)
+        return Report(suite, out, rows, time.perf_counter() - start, str(device), user, threads, jobs).write()
 
