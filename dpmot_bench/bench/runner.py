@@ -64,8 +64,9 @@ def run_suite(suite: Suite, out: str | Path, *, resume: bool = False, device="cp
     the full suite (d = 3072 OT passes) may ask for more; results do not depend on it beyond float
     summation order.
 
-    ``jobs``: worker processes (each on ``threads`` threads). The DPM-OT maps (``ot-fit`` cells) and the
-    floors run first, then the other cells; within each phase the cells that differ only in their seed
+    ``jobs``: worker processes (each on ``threads`` threads). The DPM-OT maps (``ot-fit`` cells), the
+    floors, the classifier and the trainings many cells wait for (denoisers, prompted models) run first,
+    then the other cells; within each phase the cells that differ only in their seed
     form one group (they share a map, a model, a classifier), and idle workers take the next group. Every
     cell's result is the same whichever process runs it: its randomness comes from its own seed, and the
     maps are read back from the run folder, as a resumed run does."""
@@ -103,7 +104,7 @@ def _run_cells(ctx: Context, store: ResultStore, cells: list[Cell], bar=None) ->
     return len(cells)
 
 
-FIRST_PHASE = ("floor", "ot-fit")  # what other cells read back from the run folder
+FIRST_PHASE = ("floor", "ot-fit", "classifier")  # what the other cells read back or load from the cache
 
 
 def _groups(cells: list[Cell]) -> list[list[Cell]]:
@@ -130,6 +131,25 @@ def _work(cells: list[Cell]) -> int:
     return _run_cells(_WORKER["ctx"], _WORKER["store"], cells)
 
 
+def _preparations(todo: list[Cell]) -> list[tuple[str, str]]:
+    """The one-off trainings many cells need (a dataset's denoiser, UniBench's prompted models), each
+    given to one worker in the first phase, so the others do not wait for it on the model cache's lock."""
+    uses = lambda tasks: list(dict.fromkeys(c.dataset for c in todo if c.task in tasks))  # noqa: E731
+    return ([("denoiser", d) for d in uses(("sample", "sigma-star", "latent-count"))]
+            + [("prompted", d) for d in uses(("unibench",))])
+
+
+def _prepare(kind: str, dataset: str) -> int:
+    ctx = _WORKER["ctx"]
+    if kind == "denoiser":
+        ctx.denoiser(dataset)
+    else:
+        from ..models.prompted import get_prompted_models
+
+        get_prompted_models(dataset, device=ctx.device, progress=False)
+    return 0
+
+
 def _run_parallel(suite, store, todo, device, threads, jobs, bar) -> None:
     import multiprocessing
     from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
@@ -140,8 +160,10 @@ def _run_parallel(suite, store, todo, device, threads, jobs, bar) -> None:
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(jobs, context, initializer=_start_worker,
                              initargs=(suite, str(store.directory), str(device), threads)) as pool:
+        first = [pool.submit(_prepare, *what) for what in _preparations(todo)]
         for phase in ([c for c in todo if c.task in FIRST_PHASE], [c for c in todo if c.task not in FIRST_PHASE]):
-            futures = [pool.submit(_work, group) for group in _groups(phase)]
+            futures = first + [pool.submit(_work, group) for group in _groups(phase)]
+            first = []
             for future in futures:
                 future.add_done_callback(lambda f: not f.cancelled() and f.exception() is None and bar.update(f.result()))
             done, pending = wait(futures, return_when=FIRST_EXCEPTION)
