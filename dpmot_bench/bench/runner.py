@@ -66,8 +66,8 @@ def run_suite(suite: Suite, out: str | Path, *, resume: bool = False, device="cp
 
     ``jobs``: worker processes (each on ``threads`` threads). The DPM-OT maps (``ot-fit`` cells), the
     floors, the classifier and the trainings many cells wait for (denoisers, prompted models) run first,
-    then the other cells; within each phase the cells that differ only in their seed
-    form one group (they share a map, a model, a classifier), and idle workers take the next group. Every
+    then the other cells; within each phase the cells that differ only in their seed (a preset's maps:
+    in their NFE) form one group (they share a map, a model), and idle workers take the next group. Every
     cell's result is the same whichever process runs it: its randomness comes from its own seed, and the
     maps are read back from the run folder, as a resumed run does."""
     device = as_device(device)  # before the lock creates anything
@@ -108,10 +108,12 @@ FIRST_PHASE = ("floor", "ot-fit", "classifier")  # what the other cells read bac
 
 
 def _groups(cells: list[Cell]) -> list[list[Cell]]:
-    """Cells that differ only in their seed, in the order of their first member."""
+    """Cells that differ only in their seed (a preset's maps: in their NFE, as NFE 1 and 2 share a level), in
+    the order of their first member."""
     groups: dict = {}
     for cell in cells:
-        groups.setdefault((cell.task, cell.dataset, cell.method, cell.nfe, cell.params), []).append(cell)
+        nfe = None if cell.task == "ot-fit" else cell.nfe
+        groups.setdefault((cell.task, cell.dataset, cell.method, nfe, cell.params), []).append(cell)
     return list(groups.values())
 
 
