@@ -335,3 +335,24 @@ def test_two_worker_processes_give_the_rows_of_one(tmp_path, monkeypatch):
             if "meta" in a.files:  # a map's record: the same but for its fit time
                 metas = [{k: v for k, v in json.loads(str(f["meta"])).items() if k != "fit_seconds"} for f in (a, b)]
                 assert metas[0] == metas[1], name
+
+
+def test_a_comparison_where_neither_arm_mixes_is_a_tie_left_out_of_the_verdict(tmp_path):
+    from dpmot_bench.bench.context import paired_path
+    from dpmot_bench.io import save_npz
+    from dpmot_bench.report.decide import Comparisons, combine, decide, text
+
+    rng = np.random.default_rng(1)
+    records = []
+    for method, mix in (("dpm-ot", 0.0), ("heun", 0.0), ("euler", 0.3)):
+        for seed in (0, 1, 2):
+            mixed = (rng.random(300) < mix).astype(float)
+            save_npz(paired_path(tmp_path, "gmm-hd", method, 10, seed), mixed=mixed)
+            records.append({"dataset": "gmm-hd", "method": method, "nfe": 10, "seed": seed, "n": 300,
+                            "between_modes": mixed.mean()})
+    comparisons = Comparisons(tmp_path, pd.DataFrame(records), (0, 1, 2), mixing={"gmm-hd": "between_modes"})
+    tie = decide(comparisons, "gmm-hd", ("dpm-ot", 10), ("heun", 10), "mixed", "better")
+    win = decide(comparisons, "gmm-hd", ("dpm-ot", 10), ("euler", 10), "mixed", "better")
+    assert tie["verdict"] == "tie" and "tie" in text(tie) and win["verdict"] == "supported"
+    assert combine([tie["verdict"], win["verdict"]]) == "supported"
+    assert combine(["tie"]) == "not measurable here" and combine(["tie", "undecided"]) == "undecided"

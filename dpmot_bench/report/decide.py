@@ -15,9 +15,11 @@ reported with the two-sided 90% interval they invert):
   its kernel mean embedding: a discrepancy of 5% of the distribution's own kernel energy.
 
 Verdicts: supported, refuted (the interval lies on the other side), undecided (it straddles the boundary:
-this run cannot decide). ``power`` is the chance the test says "supported" if the two arms were in truth
-equal (non-inferiority; for superiority at an effect of one margin), and ``n_for_80%`` the samples per
-cell that would give 80% power at the measured standard error (se proportional to 1/sqrt(n)).
+this run cannot decide); and for superiority where every sample of both arms scores 0 (neither mixes a
+single sample), tie: there is nothing to improve on, and the claim's verdict leaves it out. ``power``
+is the chance the test says "supported" if the two arms were in truth equal (non-inferiority; for
+superiority at an effect of one margin), and ``n_for_80%`` the samples per cell that would give 80%
+power at the measured standard error (se proportional to 1/sqrt(n)).
 """
 from __future__ import annotations
 
@@ -116,6 +118,13 @@ def decide(comparisons: Comparisons, dataset: str, a: tuple[str, int], b: tuple[
     margin = comparisons.margin(dataset, b, metric)
     if diff is None or margin is None or not math.isfinite(diff.se) or (kind == "reaches" and not margin > 0):
         return None
+    if kind == "better" and margin == 0 and diff.estimate == 0 and diff.se == 0:
+        # every sample of both arms scores 0 (e.g. neither arm mixes a single sample): nothing to improve on,
+        # no test to run; "tie" is left out of the claim's verdict and shown as such
+        return {"dataset": dataset, "a": f"{a[0]}@{a[1]}", "b": f"{b[0]}@{b[1]}", "metric": metric, "kind": kind,
+                "estimate": 0.0, "low": 0.0, "high": 0.0, "margin": 0.0, "verdict": "tie", "p_value": math.nan,
+                "power": math.nan, "n_for_80": None, "n_per_cell": comparisons.n_per_cell(dataset),
+                "method": diff.method}
     # reaches: the claim a - b < margin, powered at a true difference 0; better: a - b < 0, powered at a
     # true improvement of one margin (the same formula: the distance from the truth to the boundary)
     test = one_sided_test(diff, "less", -margin if kind == "reaches" else 0.0, alpha=ALPHA)
@@ -134,6 +143,9 @@ def decide(comparisons: Comparisons, dataset: str, a: tuple[str, int], b: tuple[
 
 def text(result: dict) -> str:
     """``metric a - b = est [low, high] (margin m; p, power)`` for the claims table."""
+    if result["verdict"] == "tie":
+        return (f"{result['dataset']}: {result['metric']} {result['a']} - {result['b']} = 0 on every sample of "
+                "both arms: tie (nothing to improve on; left out of the verdict)")
     return (f"{result['dataset']}: {result['metric']} {result['a']} - {result['b']} = {result['estimate']:.3g} "
             f"[{result['low']:.3g}, {result['high']:.3g}] (margin {result['margin']:.3g}; p {result['p_value']:.2g}; "
             f"power {result['power']:.2f}" + (f"; n for 80% power {result['n_for_80']}" if result.get("n_for_80")
@@ -142,7 +154,8 @@ def text(result: dict) -> str:
 
 def combine(verdicts: list[str]) -> str:
     """A claim over datasets / comparisons: supported if all are, refuted if all are, undecided if any
-    is and none is refuted, else mixed."""
+    is and none is refuted, else mixed. Ties (both arms identically 0) are left out."""
+    verdicts = [v for v in verdicts if v != "tie"]
     if not verdicts:
         return "not measurable here"
     if all(v == "supported" for v in verdicts):
