@@ -149,7 +149,7 @@ class Report:
         bound = _frame(self.rows, "bound")
         table = claims_table(self.summary, self.floors, self.gmm, fits, bound if not bound.empty else None,
                              nfe=self.suite.claim_nfe, reference_nfe=self.suite.reference_nfe,
-                             comparisons=self.comparisons())
+                             comparisons=self.comparisons(), latent_weight_errors=self._latent_weight_errors())
         self._claims_tests = table.attrs.get("tests", {})
         write_json(self.out / "claims.json", self._claims_record(table))
         decided_by = self._decided_by()
@@ -164,6 +164,19 @@ class Report:
         if decided_by:
             table[f"{self.suite.decided_by} suite"] = [decided_by[1](row) for row in table.itertuples()]
         self.add(markdown_table(table))
+
+    def _latent_weight_errors(self) -> dict:
+        """GMM dataset -> the largest mode-weight error of the default preset's N clean latents (the first N
+        held-out rows, as :mod:`~dpmot_bench.ot.latents` takes them)."""
+        from ..metrics.modes import per_mode_statistics
+
+        errors = {}
+        for d in self.suite.datasets:
+            data = self.dataset(d)
+            if data.mixture is not None:
+                rows = data.data("heldout", self.suite.latents_for(d))[0]
+                errors[d] = per_mode_statistics(rows, data.mixture)["max_abs_weight_error"]
+        return errors
 
     def _claims_record(self, table: pd.DataFrame) -> dict:
         """claims.json: every claim's verdict and the records of its paired tests, with where they came from
