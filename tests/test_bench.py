@@ -356,3 +356,19 @@ def test_a_comparison_where_neither_arm_mixes_is_a_tie_left_out_of_the_verdict(t
     assert tie["verdict"] == "tie" and "tie" in text(tie) and win["verdict"] == "supported"
     assert combine([tie["verdict"], win["verdict"]]) == "supported"
     assert combine(["tie"]) == "not measurable here" and combine(["tie", "undecided"]) == "undecided"
+
+
+def test_the_ot_section_shows_the_d3072_solver_and_memory_rows_when_a_full_run_has_them():
+    from dpmot_bench.report.ot_section import _scale_markdown
+
+    solver = {"kind": "d3072-solver", "N": 2000, "d": 3072, "targets": "random", "iterations": 3,
+              "points_per_iteration": 8192, "seconds_per_entropic_iteration": 7.5, "seconds_per_hard_iteration": 4.5,
+              "seconds_per_point": 6.7e-4, "peak_extra_mb": 600.0, "check_l1_mass_error": 1.2, "check_noise_floor": 0.39,
+              "default_iteration_seconds": 344.0}
+    rows = [{**solver, "solver": "newton-qmc"}, {**solver, "solver": "adam-mc", "seconds_per_entropic_iteration": np.nan},
+            {"kind": "memory-vs-points", "N": 2000, "d": 3072, "points": 8192, "iterations": 2, "peak_extra_mb": 567.0,
+             "seconds": 13.9}]
+    text = _scale_markdown(pd.DataFrame(rows))
+    assert "Solvers at d = 3072" in text and "| 2000 | random | adam-mc | – | 4.5 |" in text
+    assert "flat in the points" in text and "| 2000 | 3072 | 8192 | 2 | 567 | 13.9 |" in text
+    assert "Solvers at d = 3072" not in _scale_markdown(pd.DataFrame(rows[2:]))

@@ -176,6 +176,24 @@ def _scale_markdown(scale: pd.DataFrame) -> str:
                  "differs from the float64 one, with the scores as given and centred (what the solvers use):\n\n")
         text += markdown_table(argmax[["source", "scores", "mean_abs_inner_product", "median_abs_score_error",
                                        "disagreement"]])
+    solvers = scale[scale["kind"] == "d3072-solver"] if "kind" in scale else scale.iloc[:0]
+    if not solvers.empty:
+        text += (f"\nSolvers at d = 3072 (CIFAR-10's dimension; `d3072_solver_rows`): "
+                 f"{int(solvers['iterations'].iloc[0])} iterations of each on {int(solvers['points_per_iteration'].min())}"
+                 "-point stage samples, random and clustered targets; seconds per iteration (newton-qmc: its entropic "
+                 "warm-up and its hard passes), per source point, peak extra memory, the independent check of the h "
+                 "reached (after so few points this is where the fit stands, not a converged fit: its noise floor "
+                 "beside it) and one default iteration extrapolated linearly in the points (newton-qmc: a pass over "
+                 "256 N points; adam-mc: 10 N points).\n\n")
+        text += markdown_table(solvers[["N", "targets", "solver", "seconds_per_entropic_iteration",
+                                        "seconds_per_hard_iteration", "seconds_per_point", "peak_extra_mb",
+                                        "check_l1_mass_error", "check_noise_floor", "default_iteration_seconds"]])
+    memory = scale[scale["kind"] == "memory-vs-points"] if "kind" in scale else scale.iloc[:0]
+    if not memory.empty:
+        text += ("\nPeak extra memory of newton-qmc passes against the number of streamed source points (N = "
+                 f"{int(memory['N'].iloc[0])} random targets, d = {int(memory['d'].iloc[0])}): bounded by the targets "
+                 "and a fixed working set, flat in the points.\n\n")
+        text += markdown_table(memory[["N", "d", "points", "iterations", "peak_extra_mb", "seconds"]])
     return text + "\n"
 
 
