@@ -297,6 +297,8 @@ def test_a_quick_report_points_each_undecided_test_to_the_full_suites_result(tmp
     test = next(t for t in claim["tests"] if "estimate" in t)
     test.update(verdict="supported", estimate=-1.25, low=-2.5, high=-0.125)
     claim["verdict"] = "supported"
+    # and measured a dataset this run does not have, where the claim fails
+    claim["tests"].append({**test, "dataset": "gmm-hd", "verdict": "refuted", "estimate": 0.5, "low": 0.25, "high": 0.75})
     (reports / "full" / "claims.json").write_text(json.dumps(full))
     monkeypatch.setattr("dpmot_bench.report.decide.one_sided_test",
                         lambda *a, **k: replace(one_sided_test(*a, **k), verdict="undecided"))
@@ -308,6 +310,8 @@ def test_a_quick_report_points_each_undecided_test_to_the_full_suites_result(tmp
     row = next(line for line in table.splitlines() if line.startswith(f"| {claim['claim']} |"))
     assert (f"| supported: where this run is undecided, {test['dataset']} {test['metric']}: supported "
             f"(-1.25 [-2.5, -0.125], n 60/cell)") in row
+    assert row.endswith(f"; beyond this run's tests, gmm-hd {test['metric']} against {test['b']}: refuted "
+                        "(0.5 [0.25, 0.75], n 60/cell) |")
 
     (reports / "full" / "claims.json").write_text("{not json")
     with pytest.raises(CorruptFileError, match="not a claims file"):

@@ -209,26 +209,41 @@ class Report:
             raise CorruptFileError(f"{path} is not a claims file of a dpmot report ({error})") from None
         ours = self._claims_tests
 
+        def result(t: dict, against: bool) -> str:
+            name = f"{t['dataset']} {t['metric']}" + (f" against {t['b']}" if against and t.get("b") else "")
+            if "estimate" not in t:
+                return f"{name}: {t['verdict']}"
+            return (f"{name}: {t['verdict']} ({t['estimate']:.3g} [{t['low']:.3g}, {t['high']:.3g}], n "
+                    f"{t['n_per_cell']}/cell" + (f"; 80% power needs n {t['n_for_80']}" if t["verdict"] ==
+                                                 "undecided" and t.get("n_for_80") else "") + ")")
+
         def cell(row) -> str:
             theirs = claims.get(row.claim)
             if theirs is None:
                 return "not in that run"
-            by_key = {(t.get("dataset"), t.get("metric"), t.get("a"), t.get("b")): t for t in theirs["tests"]}
-            decided = []
-            for mine in ours.get(row.claim, []):
-                if mine.get("verdict") != "undecided":
-                    continue
-                t = by_key.get((mine.get("dataset"), mine.get("metric"), mine.get("a"), mine.get("b")))
-                if t is None:
-                    decided.append(f"{mine['dataset']} {mine['metric']}: not in that run")
-                elif "estimate" in t:
-                    decided.append(f"{t['dataset']} {t['metric']}: {t['verdict']} ({t['estimate']:.3g} "
-                                   f"[{t['low']:.3g}, {t['high']:.3g}], n {t['n_per_cell']}/cell"
-                                   + (f"; 80% power needs n {t['n_for_80']}" if t["verdict"] == "undecided"
-                                      and t.get("n_for_80") else "") + ")")
+            mine = ours.get(row.claim, [])
+            # the same comparison, or (the best ODE sampler may differ: that run has more samplers) the same
+            # dataset and metric when that run has one test of it
+            by_pair: dict = {}
+            for t in theirs["tests"]:
+                by_pair.setdefault((t.get("dataset"), t.get("metric")), []).append(t)
+            parts, used = [], set()
+            for m in (m for m in mine if m.get("verdict") == "undecided"):
+                pair = by_pair.get((m.get("dataset"), m.get("metric")), [])
+                same = [t for t in pair if (t.get("a"), t.get("b")) == (m.get("a"), m.get("b"))]
+                match = same[0] if same else pair[0] if len(pair) == 1 else None
+                if match is None:
+                    parts.append(f"{m['dataset']} {m['metric']}: not in that run")
                 else:
-                    decided.append(f"{t['dataset']} {t['metric']}: {t['verdict']}")
-            return theirs["verdict"] + (": where this run is undecided, " + "; ".join(decided) if decided else "")
+                    used.add(id(match))
+                    parts.append(result(match, match.get("b") != m.get("b")))
+            text = theirs["verdict"] + (": where this run is undecided, " + "; ".join(parts) if parts else "")
+            tested = {(m.get("dataset"), m.get("metric"), m.get("b")) for m in mine}
+            beyond = [t for t in theirs["tests"] if id(t) not in used and t.get("verdict") in ("refuted", "undecided")
+                      and (t.get("dataset"), t.get("metric"), t.get("b")) not in tested]
+            if beyond:
+                text += ("; " if parts else ": ") + "beyond this run's tests, " + "; ".join(result(t, True) for t in beyond)
+            return text
 
         seeds, samples = other.get("seeds", []), other.get("samples_per_cell", {})
         return (f" Where this run is undecided, the **{name} suite** decides what it can: column \"{name} suite\", "
