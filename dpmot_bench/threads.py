@@ -15,19 +15,29 @@ def check_threads(count, what: str = "threads") -> int:
     return count
 
 
-@contextlib.contextmanager
-def cpu_threads(count: int):
-    """Run the block with ``count`` CPU threads in torch (intra-op) and in the BLAS / OpenMP libraries
-    loaded so far (numpy's and scipy's OpenBLAS: an FD's eigh, through threadpoolctl), restoring the
-    previous settings on exit. On a loaded machine an OpenBLAS call on more threads than free cores waits
-    for descheduled threads: the quick report's bootstraps of 64-D eigh ran minutes instead of seconds."""
+def set_cpu_threads(count: int):
+    """Use ``count`` CPU threads in torch (intra-op) and in the BLAS / OpenMP libraries loaded so far
+    (numpy's and scipy's OpenBLAS: an FD's eigh, through threadpoolctl). Returns the threadpoolctl limiter,
+    whose ``restore_original_limits()`` undoes its part. On a loaded machine an OpenBLAS call on more
+    threads than free cores waits for descheduled threads: the quick report's bootstraps of 64-D eigh ran
+    minutes instead of seconds."""
     from threadpoolctl import threadpool_limits
 
-    previous = torch.get_num_threads()
     torch.set_num_threads(count)
+    return threadpool_limits(limits=count)
+
+
+@contextlib.contextmanager
+def cpu_threads(count: int):
+    """Run the block on ``count`` CPU threads (:func:`set_cpu_threads`), restoring the previous settings on
+    exit."""
+    previous = torch.get_num_threads()
     try:
-        with threadpool_limits(limits=count):
+        limiter = set_cpu_threads(count)
+        try:
             yield
+        finally:
+            limiter.restore_original_limits()
     finally:
         torch.set_num_threads(previous)
 

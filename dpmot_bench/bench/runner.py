@@ -18,7 +18,7 @@ from ..errors import InputError
 from ..io import exclusive_lock
 from ..provenance import provenance
 from ..samplers.generate import DPMOT_SAMPLERS
-from ..threads import check_threads, cpu_threads
+from ..threads import check_threads, cpu_threads, set_cpu_threads
 from .context import Context
 from .store import Cell, ResultStore
 from .suites import Suite
@@ -121,10 +121,7 @@ _WORKER: dict = {}
 
 
 def _start_worker(suite: Suite, directory: str, device: str, threads: int) -> None:
-    from threadpoolctl import threadpool_limits
-
-    torch.set_num_threads(threads)
-    threadpool_limits(limits=threads)
+    set_cpu_threads(threads)  # for the worker's whole life
     _WORKER["store"] = ResultStore(directory, resume=True)
     _WORKER["ctx"] = Context(suite, Path(directory), torch.device(device), False)
 
@@ -154,7 +151,7 @@ def _prepare(kind: str, dataset: str) -> int:
 
 def _run_parallel(suite, store, todo, device, threads, jobs, bar) -> None:
     import multiprocessing
-    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+    from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
 
     # spawn: a fresh interpreter per worker (forking a process that holds torch's thread pools can hang);
@@ -163,18 +160,15 @@ def _run_parallel(suite, store, todo, device, threads, jobs, bar) -> None:
     with ProcessPoolExecutor(jobs, context, initializer=_start_worker,
                              initargs=(suite, str(store.directory), str(device), threads)) as pool:
         first = [pool.submit(_prepare, *what) for what in _preparations(todo)]
-        for phase in ([c for c in todo if c.task in FIRST_PHASE], [c for c in todo if c.task not in FIRST_PHASE]):
-            futures = first + [pool.submit(_work, group) for group in _groups(phase)]
-            first = []
-            for future in futures:
-                future.add_done_callback(lambda f: not f.cancelled() and f.exception() is None and bar.update(f.result()))
-            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-            for future in pending:
-                future.cancel()
-            for future in done:
-                try:
-                    future.result()  # a cell's error, raised here as in a one-process run
-                except BrokenProcessPool as error:
-                    raise RuntimeError("a worker process of the run died (jobs > 1 starts each worker as a fresh "
-                                       "interpreter, which imports the main module: run from the dpmot command "
-                                       "or a script file, or use jobs=1)") from error
+        try:
+            for phase in ([c for c in todo if c.task in FIRST_PHASE], [c for c in todo if c.task not in FIRST_PHASE]):
+                futures, first = first + [pool.submit(_work, group) for group in _groups(phase)], []
+                for future in as_completed(futures):
+                    bar.update(future.result())  # a cell's error is raised here, as in a one-process run
+        except BrokenProcessPool as error:
+            raise RuntimeError("a worker process of the run died (jobs > 1 starts each worker as a fresh "
+                               "interpreter, which imports the main module: run from the dpmot command "
+                               "or a script file, or use jobs=1)") from error
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # the groups not started yet are dropped
+            raise

@@ -48,7 +48,6 @@ class Report:
                  threads: int = 1, jobs: int = 1):
         self.suite, self.out, self.rows, self.seconds, self.device = suite, out, rows, seconds, device
         self.threads, self.jobs = threads, jobs
-        self._claims_tests: dict = {}
         self.user = user  # a UserData: the user's dataset and model (dpmot reproduce, report --data)
         self.fig_dir = out / "figures"
         self.work = out / "work"
@@ -150,9 +149,8 @@ class Report:
         table = claims_table(self.summary, self.floors, self.gmm, fits, bound if not bound.empty else None,
                              nfe=self.suite.claim_nfe, reference_nfe=self.suite.reference_nfe,
                              comparisons=self.comparisons(), latent_weight_errors=self._latent_weight_errors())
-        self._claims_tests = table.attrs.get("tests", {})
         write_json(self.out / "claims.json", self._claims_record(table))
-        decided_by = self._decided_by()
+        decided_by = self._decided_by(table.attrs.get("tests", {}))
         self.add("## Paper claims\n\nEach verdict is computed from this run by the stated test; the DPM-OT paper's "
                  "own tables were not available, so its numbers are \"not available\" and are not compared. "
                  "Quality and mixing claims are paired comparisons (every arm ran on the same seeds and the same "
@@ -191,9 +189,10 @@ class Report:
                             "tests": [{k: v for k, v in t.items() if not k.startswith("_")} for t in tests.get(row.claim, [])]}
                            for row in table.itertuples()]}
 
-    def _decided_by(self):
+    def _decided_by(self, ours: dict):
         """(paragraph, row -> cell text) pointing to the results of ``suite.decided_by`` (its claims.json in
-        the report folder beside this one), or None when the suite names none."""
+        the report folder beside this one), or None when the suite names none; ``ours``: claim -> this run's
+        paired-test records."""
         name = self.suite.decided_by
         if name is None:
             return None
@@ -207,7 +206,6 @@ class Report:
             claims = {c["claim"]: c for c in other["claims"]}
         except (ValueError, KeyError, TypeError) as error:
             raise CorruptFileError(f"{path} is not a claims file of a dpmot report ({error})") from None
-        ours = self._claims_tests
 
         def result(t: dict, against: bool) -> str:
             name = f"{t['dataset']} {t['metric']}" + (f" against {t['b']}" if against and t.get("b") else "")

@@ -118,13 +118,14 @@ def decide(comparisons: Comparisons, dataset: str, a: tuple[str, int], b: tuple[
     margin = comparisons.margin(dataset, b, metric)
     if diff is None or margin is None or not math.isfinite(diff.se) or (kind == "reaches" and not margin > 0):
         return None
+    n = comparisons.n_per_cell(dataset)
+    record = {"dataset": dataset, "a": f"{a[0]}@{a[1]}", "b": f"{b[0]}@{b[1]}", "metric": metric, "kind": kind,
+              "margin": margin, "n_per_cell": n, "method": diff.method}
     if kind == "better" and margin == 0 and diff.estimate == 0 and diff.se == 0:
         # every sample of both arms scores 0 (e.g. neither arm mixes a single sample): nothing to improve on,
         # no test to run; "tie" is left out of the claim's verdict and shown as such
-        return {"dataset": dataset, "a": f"{a[0]}@{a[1]}", "b": f"{b[0]}@{b[1]}", "metric": metric, "kind": kind,
-                "estimate": 0.0, "low": 0.0, "high": 0.0, "margin": 0.0, "verdict": "tie", "p_value": math.nan,
-                "power": math.nan, "n_for_80": None, "n_per_cell": comparisons.n_per_cell(dataset),
-                "method": diff.method}
+        return {**record, "estimate": 0.0, "low": 0.0, "high": 0.0, "verdict": "tie", "p_value": math.nan,
+                "power": math.nan, "n_for_80": None}
     # reaches: the claim a - b < margin, powered at a true difference 0; better: a - b < 0, powered at a
     # true improvement of one margin (the same formula: the distance from the truth to the boundary)
     test = one_sided_test(diff, "less", -margin if kind == "reaches" else 0.0, alpha=ALPHA)
@@ -133,12 +134,9 @@ def decide(comparisons: Comparisons, dataset: str, a: tuple[str, int], b: tuple[
     else:
         test_power = math.nan  # nothing to improve on (the reference's share is 0)
     z = scipy_stats.norm.ppf(1 - ALPHA) + scipy_stats.norm.ppf(0.8)
-    n = comparisons.n_per_cell(dataset)
     needed = None if n is None or diff.se == 0 or not margin > 0 else math.ceil(n * (z * diff.se / margin) ** 2)
-    return {"dataset": dataset, "a": f"{a[0]}@{a[1]}", "b": f"{b[0]}@{b[1]}", "metric": metric, "kind": kind,
-            "estimate": diff.estimate, "low": test.low, "high": test.high, "margin": margin,
-            "verdict": test.verdict, "p_value": test.p_value, "power": test_power, "n_for_80": needed,
-            "n_per_cell": n, "method": diff.method}
+    return {**record, "estimate": diff.estimate, "low": test.low, "high": test.high, "verdict": test.verdict,
+            "p_value": test.p_value, "power": test_power, "n_for_80": needed}
 
 
 def text(result: dict) -> str:
