@@ -1,7 +1,10 @@
-"""Running a block of small tensor work on one CPU thread."""
+"""CPU threads: how many torch and the BLAS libraries use, and blocks of tensor work shared out among threads."""
 from __future__ import annotations
 
 import contextlib
+import itertools
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator
 
 import torch
 
@@ -51,3 +54,40 @@ def one_cpu_thread():
     summation orders independent of the core count (reproducible training)."""
     with cpu_threads(1):
         yield
+
+
+
+def thread_map(fn, items, threads: int | None = None) -> list:
+    """``[fn(item) for item in items]`` computed by :func:`thread_imap`."""
+    return list(thread_imap(fn, items, threads))
+
+
+def thread_imap(fn, items, threads: int | None = None) -> Iterator:
+    """``fn(item) for item in items``, in order, the items shared out among ``threads`` Python threads
+    (default: torch's intra-op thread count), each running torch on one intra-op thread; ``threads`` items
+    at a time, so that a stream of blocks is never held whole.
+
+    For loops over independent blocks of tensor work (a pass of the OT solvers over its blocks of source
+    points): a block is a chain of many small operations (a GEMM, then reductions over a few thousand rows)
+    that torch's intra-op threads split too finely to gain much from a second core, while whole blocks on
+    separate threads (torch releases the GIL inside an operation) keep every core busy. Each block's
+    result is then its one-thread result. torch's thread count is process-wide: it is 1 until the
+    iterator is exhausted or closed (the caller's own work between items runs on one thread too)."""
+    workers = threads or torch.get_num_threads()
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    previous = torch.get_num_threads()
+
+    def one(item):
+        torch.set_num_threads(1)
+        return fn(item)
+
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            iterator = iter(items)
+            while group := list(itertools.islice(iterator, workers)):
+                yield from pool.map(one, group)
+    finally:
+        torch.set_num_threads(previous)

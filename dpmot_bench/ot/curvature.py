@@ -12,7 +12,7 @@ import torch
 
 from .distributed import all_reduce_sum_
 from .kernel import chunk_rows, softmax_, topk_rows, topk_softmax
-from .problem import Problem, point_blocks
+from .problem import Problem, block_imap, point_blocks
 
 
 SPARSE_FLUSH = 2**21  # COO entries buffered before they are summed into the running sparse matrix
@@ -200,7 +200,26 @@ def facet_chunks(problem: Problem, x, h: torch.Tensor, k: int = 4, skip: int = 0
     k = min(k, n_targets)
     h64 = h.double()
     rows = max(64, min(chunk_rows(n_targets), FACET_BYTES // (8 * k * dim)))
-    for block in point_blocks(x)[1]:
+
+    def facets(block: torch.Tensor) -> list:
+        out = []
+        for start, scores in problem.scoring.chunks(block, h, hard=True, rows=rows):
+            index = topk_rows(scores, k)  # over the padded targets: their -inf scores come last
+            best, others = index[:, 0], index[:, 1:]
+            points = block[start:start + index.shape[0]].to(device=problem.device, dtype=torch.float64)
+            difference = problem.targets[best, None, :].double() - problem.targets[others].double()
+            gap = torch.einsum("md,mkd->mk", points, difference) + h64[best, None] - h64[others]
+            distance = difference.norm(dim=2)
+            out.append((best, others, gap.clamp_min_(0).div_(distance), distance))
+        return out
+
+    for chunks in block_imap(problem, facets, _sliced(point_blocks(x)[1], skip, limit)):
+        yield from chunks
+
+
+def _sliced(blocks, skip: int, limit: int | None):
+    """The rows of a stream of blocks after the first ``skip``, at most ``limit`` of them, block by block."""
+    for block in blocks:
         if skip >= block.shape[0]:
             skip -= block.shape[0]
             continue
@@ -210,14 +229,7 @@ def facet_chunks(problem: Problem, x, h: torch.Tensor, k: int = 4, skip: int = 0
                 return
             block = block[:limit]
             limit -= block.shape[0]
-        for start, scores in problem.scoring.chunks(block, h, hard=True, rows=rows):
-            index = topk_rows(scores, k)  # over the padded targets: their -inf scores come last
-            best, others = index[:, 0], index[:, 1:]
-            points = block[start:start + index.shape[0]].to(device=problem.device, dtype=torch.float64)
-            difference = problem.targets[best, None, :].double() - problem.targets[others].double()
-            gap = torch.einsum("md,mkd->mk", points, difference) + h64[best, None] - h64[others]
-            distance = difference.norm(dim=2)
-            yield best, others, gap.clamp_min_(0).div_(distance), distance
+        yield block
 
 
 def facet_distances(problem: Problem, x, h: torch.Tensor, k: int = 4):

@@ -36,7 +36,9 @@ def score_chunks(x: torch.Tensor, targets: torch.Tensor, h: torch.Tensor, rows: 
     """Yield ``(start, s)`` with ``s = x[start:start + len(s)] @ targets.T + h``.
 
     ``s`` is a view of one reused buffer (``buffer``, at least ``rows x N``, when given, e.g. by a caller
-    that loops over many x): consume it before asking for the next chunk.
+    that loops over many x): consume it before asking for the next chunk. A last chunk of fewer than
+    ``MIN_CHUNK_ROWS`` rows is multiplied together with the rows before it (see MIN_CHUNK_ROWS), so a row's
+    scores do not depend on where the chunks of x end.
     """
     x = x.to(device=targets.device, dtype=targets.dtype)
     h = h.to(device=targets.device, dtype=targets.dtype)
@@ -44,10 +46,11 @@ def score_chunks(x: torch.Tensor, targets: torch.Tensor, h: torch.Tensor, rows: 
     if buffer is None:
         buffer = torch.empty(min(rows, x.shape[0]), targets.shape[0], dtype=targets.dtype, device=targets.device)
     for start in range(0, x.shape[0], rows):
-        chunk = x[start:start + rows]
-        scores = buffer[:chunk.shape[0]]
-        torch.addmm(h, chunk, targets.T, out=scores)
-        yield start, scores
+        stop = min(start + rows, x.shape[0])
+        first = max(0, min(start, stop - min(rows, MIN_CHUNK_ROWS)))
+        scores = buffer[:stop - first]
+        torch.addmm(h, x[first:stop], targets.T, out=scores)
+        yield start, scores[start - first:]
 
 
 def padded(targets: torch.Tensor, h: torch.Tensor, block: int = ARGMAX_BLOCK) -> tuple[torch.Tensor, torch.Tensor]:

@@ -27,6 +27,7 @@ from typing import Iterator
 import torch
 
 from ..errors import unknown_name
+from ..threads import thread_imap, thread_map
 from .distributed import all_reduce_sum_, rank_and_world
 from .kernel import ARGMAX_BLOCK, MIN_CHUNK_ROWS, argmax_rows, best_and_gap, best_two_and_gaps, chunk_rows, score_chunks, softmax_
 from . import sampling
@@ -180,6 +181,17 @@ class Head:
             left -= block.shape[0]
 
 
+def block_map(problem: Problem, fn, blocks) -> list:
+    """``[fn(block) for block in blocks]``, the blocks shared out among the CPU threads
+    (:func:`~dpmot_bench.threads.thread_map`; one after another on other devices)."""
+    return thread_map(fn, blocks, None if problem.device.type == "cpu" else 1)
+
+
+def block_imap(problem: Problem, fn, blocks) -> Iterator:
+    """:func:`block_map` as an iterator: a few blocks at a time (a stream of blocks is never held whole)."""
+    return thread_imap(fn, blocks, None if problem.device.type == "cpu" else 1)
+
+
 def point_blocks(points) -> tuple[int, Iterator[torch.Tensor]]:
     """``(n, blocks)`` of a tensor of points (one block) or of a :class:`Head`-like (``.n``, ``.blocks()``)."""
     if isinstance(points, torch.Tensor):
@@ -315,7 +327,7 @@ class Winners:
                 full += 1
         rows = sum(sizes[:full])
         parts = [(kept.best[:rows], kept.runner[:rows], kept.slack2[:rows], kept.slack3[:rows])] if full else []
-        parts += [cls._score(problem, block, h, runners=False) for block in held.cached[full:]]  # see above
+        parts += block_map(problem, lambda block: cls._score(problem, block, h, runners=False), held.cached[full:])
         if not parts:
             empty = torch.empty(0, dtype=torch.int64, device=problem.device)
             parts = [(empty, empty, empty.float(), empty.float())]
@@ -372,7 +384,9 @@ class Winners:
         if rows.numel():
             self.rescored += rows.numel()
             change -= torch.bincount(best[rows], minlength=width)
-            best[rows], runner[rows], second[rows], third[rows] = self._score(problem, self._points(held, rows), h)
+            pieces = block_map(problem, lambda points: self._score(problem, points, h),
+                               self._points(held, rows).split(sampling.BLOCK_ROWS))
+            best[rows], runner[rows], second[rows], third[rows] = (torch.cat(column) for column in zip(*pieces))
             change += torch.bincount(best[rows], minlength=width)
         self.counts += all_reduce_sum_(change[:scoring.n].clone())
         self.reference = h.clone()
