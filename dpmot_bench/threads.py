@@ -57,33 +57,39 @@ def one_cpu_thread():
 
 
 
+
+MAX_WORKERS = 8  # beyond a few, the Python between operations (under the GIL) would serialise the workers
+
+
 def thread_map(fn, items, threads: int | None = None) -> list:
     """``[fn(item) for item in items]`` computed by :func:`thread_imap`."""
     return list(thread_imap(fn, items, threads))
 
 
 def thread_imap(fn, items, threads: int | None = None) -> Iterator:
-    """``fn(item) for item in items``, in order, the items shared out among ``threads`` Python threads
-    (default: torch's intra-op thread count), each running torch on one intra-op thread; ``threads`` items
-    at a time, so that a stream of blocks is never held whole.
+    """``fn(item) for item in items``, in order, the items shared out among Python worker threads that
+    together use ``threads`` CPU threads (default: torch's intra-op thread count): ``w = min(threads,
+    MAX_WORKERS, len(items))`` workers of ``threads // w`` intra-op threads each (one, on a machine of a
+    few cores), ``w`` items at a time, so that a stream of blocks is never held whole.
 
     For loops over independent blocks of tensor work (a pass of the OT solvers over its blocks of source
     points): a block is a chain of many small operations (a GEMM, then reductions over a few thousand rows)
     that torch's intra-op threads split too finely to gain much from a second core, while whole blocks on
-    separate threads (torch releases the GIL inside an operation) keep every core busy. Each block's
-    result is then its one-thread result. torch's thread count is process-wide: it is 1 until the
-    iterator is exhausted or closed (the caller's own work between items runs on one thread too)."""
-    workers = threads or torch.get_num_threads()
+    separate threads (torch releases the GIL inside an operation) keep every core busy. torch's thread
+    count is process-wide: it is ``threads // w`` until the iterator is exhausted or closed (the caller's
+    own work between items runs so too)."""
+    threads = threads or torch.get_num_threads()
+    workers = min(threads, MAX_WORKERS, len(items) if hasattr(items, "__len__") else threads)
     if workers <= 1:
         yield from map(fn, items)
         return
-    previous = torch.get_num_threads()
+    previous, inner = torch.get_num_threads(), max(1, threads // workers)
 
     def one(item):
-        torch.set_num_threads(1)
+        torch.set_num_threads(inner)
         return fn(item)
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(inner)
     try:
         with ThreadPoolExecutor(workers) as pool:
             iterator = iter(items)
