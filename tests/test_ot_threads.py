@@ -100,3 +100,23 @@ def test_winners_moves_and_jacobian_are_the_same_on_two_threads(source, step):
     assert rescored[0] == rescored[1] > sampling.BLOCK_ROWS and settled[0] == settled[1] > 0
     assert all(torch.equal(a, b) for a, b in zip(one[0], two[0]))
     assert all(torch.equal(a, b) for a, b in zip(one[2:], two[2:]))
+
+
+@pytest.mark.parametrize("m", [1, 63, 1025, 3 * 4096 + 5])
+def test_assignments_on_two_threads_are_the_one_thread_ones(m):
+    from dpmot_bench.ot import kernel
+
+    problem = _problem(GaussianSource(16), n=300)
+    x = torch.randn(m, 16, generator=torch.Generator().manual_seed(m))
+    h = moment_matched_h(problem)
+    outs = []
+    for threads in (1, 2):
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            outs.append((kernel.assign(x, problem.targets, h.float()), problem.assign(x, h),
+                         kernel.cell_counts(x, problem.targets, h.float())))
+        finally:
+            torch.set_num_threads(previous)
+    assert all(torch.equal(a, b) for a, b in zip(*outs))
+    assert torch.equal(outs[0][2], torch.bincount(outs[0][0], minlength=300))

@@ -18,6 +18,8 @@ from typing import Iterator
 
 import torch
 
+from ..threads import thread_map
+
 CHUNK_BYTES = 4 * 2**20  # score buffer size: measured best on CPU (benchmarks/ot_kernel.py), within L3 cache
 # At least MIN_CHUNK_ROWS rows per product: MKL multiplies one or two rows by another path (a GEMV) whose float32
 # rounding differs from a chunk's, and the kept winners of ``problem.Winners`` must see a full pass's scores.
@@ -186,20 +188,35 @@ def topk_rows(scores: torch.Tensor, k: int) -> torch.Tensor:
     return top_blocks.gather(1, local // ARGMAX_BLOCK).mul_(ARGMAX_BLOCK).add_(local % ARGMAX_BLOCK)
 
 
-def assign(x: torch.Tensor, targets: torch.Tensor, h: torch.Tensor, rows: int | None = None) -> torch.Tensor:
-    """``argmax_j <x_i, y_j> + h_j`` for every row of x (int64, lowest index on ties)."""
-    index = torch.empty(x.shape[0], dtype=torch.int64, device=targets.device)
-    for start, scores in score_chunks(x, *padded(targets, h), rows):
+def row_parts(x: torch.Tensor, rows: int) -> tuple[torch.Tensor, ...]:
+    """x cut into one run of rows per CPU thread (at least ``rows`` rows each; x whole on other devices),
+    for :func:`~dpmot_bench.threads.thread_map`: a row's scores do not depend on where the runs end."""
+    if x.device.type != "cpu":
+        return (x,)
+    return x.split(max(rows, math.ceil(x.shape[0] / torch.get_num_threads())))
+
+
+def assign_rows(chunks: Iterator[tuple[int, torch.Tensor]], m: int, device) -> torch.Tensor:
+    """The argmax of every row of the score chunks of m points (int64)."""
+    index = torch.empty(m, dtype=torch.int64, device=device)
+    for start, scores in chunks:
         argmax_rows(scores, out=index[start:start + scores.shape[0]])
     return index
 
 
+def assign(x: torch.Tensor, targets: torch.Tensor, h: torch.Tensor, rows: int | None = None) -> torch.Tensor:
+    """``argmax_j <x_i, y_j> + h_j`` for every row of x (int64, lowest index on ties); on the CPU, runs of
+    rows on separate threads (:func:`row_parts`)."""
+    targets, h = padded(targets, h)
+    rows = rows or chunk_rows(targets.shape[0], targets.element_size())
+    parts = thread_map(lambda part: assign_rows(score_chunks(part, targets, h, rows), part.shape[0], targets.device),
+                       row_parts(x, rows))
+    return torch.cat(parts) if parts else torch.empty(0, dtype=torch.int64, device=targets.device)
+
+
 def cell_counts(x: torch.Tensor, targets: torch.Tensor, h: torch.Tensor, rows: int | None = None) -> torch.Tensor:
     """How many rows of x fall in each power cell: ``bincount(assign(x))`` (int64, length N)."""
-    counts = torch.zeros(targets.shape[0], dtype=torch.int64, device=targets.device)
-    for _, scores in score_chunks(x, *padded(targets, h), rows):
-        counts += torch.bincount(argmax_rows(scores), minlength=targets.shape[0])
-    return counts
+    return torch.bincount(assign(x, targets, h, rows), minlength=targets.shape[0])[:targets.shape[0]]
 
 
 def potential(x: torch.Tensor, targets: torch.Tensor, h: torch.Tensor, tau: float = 0.0,

@@ -29,7 +29,8 @@ import torch
 from ..errors import unknown_name
 from ..threads import thread_imap, thread_map
 from .distributed import all_reduce_sum_, rank_and_world
-from .kernel import ARGMAX_BLOCK, MIN_CHUNK_ROWS, argmax_rows, best_and_gap, best_two_and_gaps, chunk_rows, score_chunks, softmax_
+from .kernel import (ARGMAX_BLOCK, MIN_CHUNK_ROWS, argmax_rows, assign_rows, best_and_gap, best_two_and_gaps,
+                     chunk_rows, row_parts, score_chunks, softmax_)
 from . import sampling
 from .sampling import SourceSample
 from .sources import Source
@@ -129,10 +130,10 @@ class Problem:
 
     def assign(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """``argmax_i <x, y_i> + h_i`` for the rows of x, from the centred float32 scores (int64)."""
-        index = torch.empty(x.shape[0], dtype=torch.int64, device=self.device)
-        for start, scores in self.scoring.chunks(x, h, hard=True):
-            argmax_rows(scores, out=index[start:start + scores.shape[0]])
-        return index
+        rows = chunk_rows(self.scoring.targets.shape[0])
+        parts = block_map(self, lambda part: assign_rows(self.scoring.chunks(part, h, hard=True), part.shape[0],
+                                                         self.device), row_parts(x, rows))
+        return torch.cat(parts) if parts else torch.empty(0, dtype=torch.int64, device=self.device)
 
 
 # First element of every sample key: who draws it (so solver and evaluation samples never coincide).
