@@ -120,3 +120,22 @@ def test_assignments_on_two_threads_are_the_one_thread_ones(m):
             torch.set_num_threads(previous)
     assert all(torch.equal(a, b) for a, b in zip(*outs))
     assert torch.equal(outs[0][2], torch.bincount(outs[0][0], minlength=300))
+
+
+@pytest.mark.parametrize("tau, k", [(0.0, None), (0.3, None), (0.3, 4)], ids=["hard", "entropic", "entropic-top4"])
+def test_sample_masses_on_two_threads_are_the_one_thread_ones(tau, k):
+    from dpmot_bench.ot.problem import sample_masses
+
+    problem = _problem(GaussianSource(6), n=150)
+    sample = problem.sample(4 * sampling.BLOCK_ROWS + 300, (3,), False)
+    h = moment_matched_h(problem)
+    outs = []
+    for threads in (1, 2):
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            outs.append(sample_masses(problem, sample, h, tau, k, with_potential=True))
+        finally:
+            torch.set_num_threads(previous)
+    assert torch.equal(outs[0][0], outs[1][0]) and outs[0][1] == outs[1][1]
+    assert float(outs[0][0].sum()) == pytest.approx(1.0, abs=1e-6)  # float32 softmax rows

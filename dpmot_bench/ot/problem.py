@@ -206,31 +206,50 @@ def sample_masses(problem: Problem, sample, h: torch.Tensor, tau: float = 0.0, k
     the mean of ``softmax(s(x) / tau)``: over all targets (``k`` None), or over each point's ``k`` best (the
     others weigh less than ``exp(-(s_1 - s_k) / tau)` each). With ``with_potential`` also the sample mean
     of the potential, ``max_j s_j`` or ``tau log sum_j exp(s_j / tau)`` (the first term of the energy).
-    Streams the sample's blocks: the extra memory is one block and one score buffer."""
+
+    Streams the sample's blocks, a few at a time shared out among the CPU threads (:func:`block_imap`):
+    the extra memory is a block, a score buffer and its chunks' partial sums per thread. The partial sums
+    are added in the order of the chunks, so the float64 totals do not depend on the thread count."""
     scoring, n_targets = problem.scoring, problem.targets.shape[0]
     hard = tau == 0
     width = scoring.targets.shape[0] if hard else n_targets
+    rows = chunk_rows(width)
     total = torch.zeros(n_targets + 1, dtype=torch.float64, device=problem.device)  # masses, then potential
-    buffer = torch.empty(chunk_rows(width), width, dtype=torch.float32, device=problem.device)
-    for block in sample.blocks():
-        for _, scores in scoring.chunks(block, h, hard=hard, rows=buffer.shape[0], buffer=buffer):
+
+    def block_sums(block: torch.Tensor) -> tuple[list, list]:
+        """The block's masses (hard: integer counts, one tensor; else one part per chunk, in order) and
+        potential sums (one per chunk, then the block's row constants)."""
+        buffer = torch.empty(min(rows, block.shape[0]), width, dtype=torch.float32, device=problem.device)
+        counts = torch.zeros(width, dtype=torch.int64, device=problem.device) if hard else None
+        masses, potentials = [counts] if hard else [], []
+        for _, scores in scoring.chunks(block, h, hard=hard, rows=rows, buffer=buffer):
             if hard:
-                total[:-1] += torch.bincount(argmax_rows(scores), minlength=width)[:n_targets]
+                counts += torch.bincount(argmax_rows(scores), minlength=width)
                 potential = scores.amax(dim=1) if with_potential else None
             elif k is None:
                 best = scores.amax(dim=1, keepdim=True)
                 sums = torch.empty_like(best)
-                total[:-1] += softmax_(scores, tau, sums).sum(0, dtype=torch.float64)
+                masses.append(softmax_(scores, tau, sums).sum(0, dtype=torch.float64))
                 potential = best.double() + tau * sums.double().log()
             else:
                 top = scores.topk(min(k, n_targets), dim=1)
                 p = torch.softmax((top.values - top.values[:, :1]).double() / tau, dim=1)
-                total.index_add_(0, top.indices.flatten(), p.flatten())
+                masses.append((top.indices.flatten(), p.flatten()))
                 potential = tau * torch.logsumexp(top.values.double() / tau, dim=1)
             if with_potential:
-                total[-1] += potential.sum(dtype=torch.float64)
+                potentials.append(potential.sum(dtype=torch.float64))
         if with_potential:
-            total[-1] += scoring.row_constant(block).sum()
+            potentials.append(scoring.row_constant(block).sum())
+        return masses, potentials
+
+    for masses, potentials in block_imap(problem, block_sums, sample.blocks()):
+        for part in masses:
+            if isinstance(part, tuple):
+                total.index_add_(0, *part)
+            else:
+                total[:-1] += part[:n_targets]
+        for potential in potentials:
+            total[-1] += potential
     total = all_reduce_sum_(total) / sample.n
     return (total[:-1], float(total[-1])) if with_potential else total[:-1]
 
