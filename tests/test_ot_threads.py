@@ -12,15 +12,13 @@ from dpmot_bench.ot import GaussianSource, UniformSource
 from dpmot_bench.ot import sampling
 from dpmot_bench.ot.curvature import facet_jacobian
 from dpmot_bench.ot.problem import HeldSample, Problem, Winners, moment_matched_h
-from dpmot_bench.threads import thread_imap, thread_map
+from dpmot_bench.threads import cpu_threads, thread_imap, thread_map
 
 
 @pytest.fixture
 def two_threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(previous)
+    with cpu_threads(2):
+        yield
 
 
 def test_thread_map_keeps_the_order_and_restores_the_thread_count(two_threads):
@@ -80,9 +78,7 @@ def test_winners_moves_and_jacobian_are_the_same_on_two_threads(source, step):
     h2 = h1 + step / 4 * noise.roll(1)  # ... then settles some by their runner-up
     results, rescored, settled = [], [], []
     for threads in (1, 2):
-        previous = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
+        with cpu_threads(threads):
             held = HeldSample(sample, sample.drawn(range(sample.n_blocks)))
             winners = Winners.build(problem, held, h0)
             built = (winners.best.clone(), winners.slack2.clone(), winners.counts.clone())
@@ -91,8 +87,6 @@ def test_winners_moves_and_jacobian_are_the_same_on_two_threads(source, step):
             moved = moved and winners.move_to(held, h2)
             settled.append(winners.settled)
             jacobian = facet_jacobian(problem, held.head(4 * sampling.BLOCK_ROWS), h1, 0.2, dense=True)
-        finally:
-            torch.set_num_threads(previous)
         results.append((built, moved, winners.best, winners.runner, winners.slack2, winners.slack3,
                         winners.counts, jacobian))
     one, two = results
@@ -111,13 +105,9 @@ def test_assignments_on_two_threads_are_the_one_thread_ones(m):
     h = moment_matched_h(problem)
     outs = []
     for threads in (1, 2):
-        previous = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
+        with cpu_threads(threads):
             outs.append((kernel.assign(x, problem.targets, h.float()), problem.assign(x, h),
                          kernel.cell_counts(x, problem.targets, h.float())))
-        finally:
-            torch.set_num_threads(previous)
     assert all(torch.equal(a, b) for a, b in zip(*outs))
     assert torch.equal(outs[0][2], torch.bincount(outs[0][0], minlength=300))
 
@@ -131,11 +121,7 @@ def test_sample_masses_on_two_threads_are_the_one_thread_ones(tau, k):
     h = moment_matched_h(problem)
     outs = []
     for threads in (1, 2):
-        previous = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
+        with cpu_threads(threads):
             outs.append(sample_masses(problem, sample, h, tau, k, with_potential=True))
-        finally:
-            torch.set_num_threads(previous)
     assert torch.equal(outs[0][0], outs[1][0]) and outs[0][1] == outs[1][1]
     assert float(outs[0][0].sum()) == pytest.approx(1.0, abs=1e-6)  # float32 softmax rows
