@@ -1,10 +1,7 @@
-"""CPU threads: how many torch and the BLAS libraries use, and blocks of tensor work shared out among threads."""
+"""Running a block of small tensor work on one CPU thread."""
 from __future__ import annotations
 
 import contextlib
-import itertools
-from concurrent.futures import ThreadPoolExecutor
-from typing import Iterator
 
 import torch
 
@@ -54,46 +51,3 @@ def one_cpu_thread():
     summation orders independent of the core count (reproducible training)."""
     with cpu_threads(1):
         yield
-
-
-
-
-MAX_WORKERS = 8  # beyond a few, the Python between operations (under the GIL) would serialise the workers
-
-
-def thread_map(fn, items, threads: int | None = None) -> list:
-    """``[fn(item) for item in items]`` computed by :func:`thread_imap`."""
-    return list(thread_imap(fn, items, threads))
-
-
-def thread_imap(fn, items, threads: int | None = None) -> Iterator:
-    """``fn(item) for item in items``, in order, the items shared out among Python worker threads that
-    together use ``threads`` CPU threads (default: torch's intra-op thread count): ``w = min(threads,
-    MAX_WORKERS, len(items))`` workers of ``threads // w`` intra-op threads each (one, on a machine of a
-    few cores), ``w`` items at a time, so that a stream of blocks is never held whole.
-
-    For loops over independent blocks of tensor work (a pass of the OT solvers over its blocks of source
-    points): a block is a chain of many small operations (a GEMM, then reductions over a few thousand rows)
-    that torch's intra-op threads split too finely to gain much from a second core, while whole blocks on
-    separate threads (torch releases the GIL inside an operation) keep every core busy. torch's thread
-    count is process-wide: it is ``threads // w`` until the iterator is exhausted or closed (the caller's
-    own work between items runs so too)."""
-    threads = threads or torch.get_num_threads()
-    workers = min(threads, MAX_WORKERS, len(items) if hasattr(items, "__len__") else threads)
-    if workers <= 1:
-        yield from map(fn, items)
-        return
-    previous, inner = torch.get_num_threads(), max(1, threads // workers)
-
-    def one(item):
-        torch.set_num_threads(inner)
-        return fn(item)
-
-    torch.set_num_threads(inner)
-    try:
-        with ThreadPoolExecutor(workers) as pool:
-            iterator = iter(items)
-            while group := list(itertools.islice(iterator, workers)):
-                yield from pool.map(one, group)
-    finally:
-        torch.set_num_threads(previous)

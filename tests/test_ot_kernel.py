@@ -49,6 +49,20 @@ def test_assign_is_the_argmax_of_the_scores_in_any_chunking(seed, m, n, d, rows)
     assert torch.equal(kernel.cell_counts(x, y, h, rows=rows), torch.bincount(index, minlength=n))
 
 
+@pytest.mark.parametrize("d", [16, 64, 3072])
+@pytest.mark.parametrize("tail", [1, 2, 3, 63])
+def test_a_short_last_chunk_is_scored_like_the_others(d, tail):
+    """A chunk of one to three rows takes another path in MKL, rounded otherwise (measured): score_chunks
+    multiplies a short last chunk together with the rows before it, so every row's float32 scores are those
+    of the whole product, whatever the chunk size (what the kept winners' rescoring relies on)."""
+    g = torch.Generator().manual_seed(tail)
+    y, h, x = torch.randn(256, d, generator=g), torch.randn(256, generator=g), torch.randn(1024 + tail, d, generator=g)
+    whole = torch.addmm(h, x, y.T)
+    for rows in (1024, 512, 64):
+        chunks = [scores.clone() for _, scores in kernel.score_chunks(x, y, h, rows=rows)]
+        assert torch.equal(torch.cat(chunks), whole)
+
+
 @given(seed=st.integers(0, 10**6), rows=st.integers(1, 50), blocks=st.integers(2, 6), levels=st.integers(1, 4))
 def test_blocked_argmax_equals_torch_argmax_with_ties(seed, rows, blocks, levels):
     # Few distinct values: many ties, inside blocks and across them.

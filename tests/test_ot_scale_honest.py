@@ -14,7 +14,7 @@ from hypothesis import given, settings, strategies as st
 from dpmot_bench.errors import InputError
 from dpmot_bench.ot import GaussianSource, SemiDiscreteOT, UniformSource, sampling, solve_semidiscrete, solver_options
 from dpmot_bench.ot import check as checks
-from dpmot_bench.ot import curvature
+from dpmot_bench.ot import curvature, kernel
 from dpmot_bench.ot.problem import Head, HeldSample, Problem, Winners, hard_masses, sample_masses
 from dpmot_bench.ot.solvers import SOLVER_NAMES
 
@@ -168,6 +168,23 @@ def test_streamed_curvature_equals_the_one_on_the_whole_tensor(monkeypatch):
     empty = torch.zeros(20, dtype=torch.bool)
     empty[[3, 7]] = True
     assert torch.equal(curvature.refill_empty(problem, head, h, empty), curvature.refill_empty(problem, whole, h, empty))
+
+
+def test_the_refill_does_not_depend_on_how_many_empty_cells_it_takes_at_a_time(monkeypatch):
+    """Every empty cell's level is taken against the same h, the points scored once: cutting the empty
+    cells into groups of one (``REFILL_BYTES`` small, as at d = 3072 with many empty cells) gives the
+    same h as taking them all at once."""
+    source, y = _problem(40, 3, seed=5)
+    problem = Problem(source, y, torch.full((40,), 1 / 40, dtype=torch.float64))
+    h = torch.zeros(40, dtype=torch.float64)
+    sample = problem.sample(3000, (9,), quasi=True)
+    points = Head(sample, 3000)
+    empty = kernel.cell_counts(sample.head(3000), y, h.float()) == 0
+    assert int(empty.sum()) >= 3
+    together = curvature.refill_empty(problem, points, h, empty)
+    monkeypatch.setattr(curvature, "REFILL_BYTES", 8 * 3)  # one empty cell per group
+    assert torch.equal(curvature.refill_empty(problem, points, h, empty), together)
+    assert int((kernel.cell_counts(sample.head(3000), y, together.float()) == 0).sum()) < int(empty.sum())
 
 
 # ------------------------------------------------------------------------------------------ the check

@@ -12,7 +12,7 @@ import torch
 
 from .distributed import all_reduce_sum_
 from .kernel import chunk_rows, softmax_, topk_rows, topk_softmax
-from .problem import Problem, block_imap, point_blocks
+from .problem import Problem, point_blocks
 
 
 SPARSE_FLUSH = 2**21  # COO entries buffered before they are summed into the running sparse matrix
@@ -200,26 +200,7 @@ def facet_chunks(problem: Problem, x, h: torch.Tensor, k: int = 4, skip: int = 0
     k = min(k, n_targets)
     h64 = h.double()
     rows = max(64, min(chunk_rows(n_targets), FACET_BYTES // (8 * k * dim)))
-
-    def facets(block: torch.Tensor) -> list:
-        out = []
-        for start, scores in problem.scoring.chunks(block, h, hard=True, rows=rows):
-            index = topk_rows(scores, k)  # over the padded targets: their -inf scores come last
-            best, others = index[:, 0], index[:, 1:]
-            points = block[start:start + index.shape[0]].to(device=problem.device, dtype=torch.float64)
-            difference = problem.targets[best, None, :].double() - problem.targets[others].double()
-            gap = torch.einsum("md,mkd->mk", points, difference) + h64[best, None] - h64[others]
-            distance = difference.norm(dim=2)
-            out.append((best, others, gap.clamp_min_(0).div_(distance), distance))
-        return out
-
-    for chunks in block_imap(problem, facets, _sliced(point_blocks(x)[1], skip, limit)):
-        yield from chunks
-
-
-def _sliced(blocks, skip: int, limit: int | None):
-    """The rows of a stream of blocks after the first ``skip``, at most ``limit`` of them, block by block."""
-    for block in blocks:
+    for block in point_blocks(x)[1]:
         if skip >= block.shape[0]:
             skip -= block.shape[0]
             continue
@@ -229,7 +210,14 @@ def _sliced(blocks, skip: int, limit: int | None):
                 return
             block = block[:limit]
             limit -= block.shape[0]
-        yield block
+        for start, scores in problem.scoring.chunks(block, h, hard=True, rows=rows):
+            index = topk_rows(scores, k)  # over the padded targets: their -inf scores come last
+            best, others = index[:, 0], index[:, 1:]
+            points = block[start:start + index.shape[0]].to(device=problem.device, dtype=torch.float64)
+            difference = problem.targets[best, None, :].double() - problem.targets[others].double()
+            gap = torch.einsum("md,mkd->mk", points, difference) + h64[best, None] - h64[others]
+            distance = difference.norm(dim=2)
+            yield best, others, gap.clamp_min_(0).div_(distance), distance
 
 
 def facet_distances(problem: Problem, x, h: torch.Tensor, k: int = 4):
@@ -292,21 +280,23 @@ def refill_empty(problem: Problem, x, h: torch.Tensor, empty: torch.Tensor) -> t
     same one), and Newton's steps grow it from there. (Handing it more at once, say half its target mass,
     breaks up tight clusters of targets: the cells of a cluster then jump past each other.) Streams over
     x (a tensor or a Head), keeping the two smallest levels of every empty cell; the levels are float64,
-    ``u(x) - <x, y_i> = u_c(x) - <x - a, y_i - c> - a <1, y_i - c>`` from the centred maximum u_c, for at
-    most ``REFILL_BYTES`` of empty cells' targets per pass.
+    ``u(x) - <x, y_i> = u_c(x) - <x - a, y_i - c> - a <1, y_i - c>`` from the centred maximum u_c, scored
+    once per point, then the empty cells' float64 targets ``REFILL_BYTES`` at a time.
     """
     h, cells = h.clone(), empty.nonzero()[:, 0]
     scoring = problem.scoring
     group = max(1, REFILL_BYTES // (8 * problem.targets.shape[1]))
-    for first in range(0, cells.numel(), group):
-        part = cells[first:first + group]
-        y_empty = scoring.targets[part].double()
-        smallest = None
-        for block in point_blocks(x)[1]:
-            for start, scores in scoring.chunks(block, h, hard=True):
-                points = scoring.points(block[start:start + scores.shape[0]]).double()
-                levels = scores.amax(dim=1).double()[:, None] - points @ y_empty.T - scoring.offset[part]
-                smallest = levels if smallest is None else torch.cat([smallest, levels])
-                smallest = smallest.topk(min(2, smallest.shape[0]), dim=0, largest=False, sorted=True).values
-        h[part] = smallest.mean(0)
+    parts = [cells[first:first + group] for first in range(0, cells.numel(), group)]
+    smallest: list[torch.Tensor | None] = [None] * len(parts)
+    for block in point_blocks(x)[1]:
+        maxima = [(start, scores.amax(dim=1).double()[:, None]) for start, scores in scoring.chunks(block, h, hard=True)]
+        for index, part in enumerate(parts):
+            y_empty = scoring.targets[part].double()
+            for start, best in maxima:
+                points = scoring.points(block[start:start + best.shape[0]]).double()
+                levels = best - points @ y_empty.T - scoring.offset[part]
+                kept = levels if smallest[index] is None else torch.cat([smallest[index], levels])
+                smallest[index] = kept.topk(min(2, kept.shape[0]), dim=0, largest=False, sorted=True).values
+    for part, lowest in zip(parts, smallest):
+        h[part] = lowest.mean(0)
     return h - h.mean()

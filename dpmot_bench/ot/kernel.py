@@ -18,8 +18,6 @@ from typing import Iterator
 
 import torch
 
-from ..threads import thread_map
-
 CHUNK_BYTES = 4 * 2**20  # score buffer size: measured best on CPU (benchmarks/ot_kernel.py), within L3 cache
 # At least MIN_CHUNK_ROWS rows per product: MKL multiplies one or two rows by another path (a GEMV) whose float32
 # rounding differs from a chunk's, and the kept winners of ``problem.Winners`` must see a full pass's scores.
@@ -39,8 +37,8 @@ def score_chunks(x: torch.Tensor, targets: torch.Tensor, h: torch.Tensor, rows: 
 
     ``s`` is a view of one reused buffer (``buffer``, at least ``rows x N``, when given, e.g. by a caller
     that loops over many x): consume it before asking for the next chunk. A last chunk of fewer than
-    ``MIN_CHUNK_ROWS`` rows is multiplied together with the rows before it (see MIN_CHUNK_ROWS), so a row's
-    scores do not depend on where the chunks of x end.
+    ``MIN_CHUNK_ROWS`` rows is multiplied together with the rows before it (see MIN_CHUNK_ROWS), so that
+    it is rounded like the other chunks.
     """
     x = x.to(device=targets.device, dtype=targets.dtype)
     h = h.to(device=targets.device, dtype=targets.dtype)
@@ -188,35 +186,20 @@ def topk_rows(scores: torch.Tensor, k: int) -> torch.Tensor:
     return top_blocks.gather(1, local // ARGMAX_BLOCK).mul_(ARGMAX_BLOCK).add_(local % ARGMAX_BLOCK)
 
 
-def row_parts(x: torch.Tensor, rows: int) -> tuple[torch.Tensor, ...]:
-    """x cut into one run of rows per CPU thread (at least ``rows`` rows each; x whole on other devices),
-    for :func:`~dpmot_bench.threads.thread_map`: a row's scores do not depend on where the runs end."""
-    if x.device.type != "cpu":
-        return (x,)
-    return x.split(max(rows, math.ceil(x.shape[0] / torch.get_num_threads())))
-
-
-def assign_rows(chunks: Iterator[tuple[int, torch.Tensor]], m: int, device) -> torch.Tensor:
-    """The argmax of every row of the score chunks of m points (int64)."""
-    index = torch.empty(m, dtype=torch.int64, device=device)
-    for start, scores in chunks:
+def assign(x: torch.Tensor, targets: torch.Tensor, h: torch.Tensor, rows: int | None = None) -> torch.Tensor:
+    """``argmax_j <x_i, y_j> + h_j`` for every row of x (int64, lowest index on ties)."""
+    index = torch.empty(x.shape[0], dtype=torch.int64, device=targets.device)
+    for start, scores in score_chunks(x, *padded(targets, h), rows):
         argmax_rows(scores, out=index[start:start + scores.shape[0]])
     return index
 
 
-def assign(x: torch.Tensor, targets: torch.Tensor, h: torch.Tensor, rows: int | None = None) -> torch.Tensor:
-    """``argmax_j <x_i, y_j> + h_j`` for every row of x (int64, lowest index on ties); on the CPU, runs of
-    rows on separate threads (:func:`row_parts`)."""
-    targets, h = padded(targets, h)
-    rows = rows or chunk_rows(targets.shape[0], targets.element_size())
-    parts = thread_map(lambda part: assign_rows(score_chunks(part, targets, h, rows), part.shape[0], targets.device),
-                       row_parts(x, rows))
-    return torch.cat(parts) if parts else torch.empty(0, dtype=torch.int64, device=targets.device)
-
-
 def cell_counts(x: torch.Tensor, targets: torch.Tensor, h: torch.Tensor, rows: int | None = None) -> torch.Tensor:
     """How many rows of x fall in each power cell: ``bincount(assign(x))`` (int64, length N)."""
-    return torch.bincount(assign(x, targets, h, rows), minlength=targets.shape[0])[:targets.shape[0]]
+    counts = torch.zeros(targets.shape[0], dtype=torch.int64, device=targets.device)
+    for _, scores in score_chunks(x, *padded(targets, h), rows):
+        counts += torch.bincount(argmax_rows(scores), minlength=targets.shape[0])
+    return counts
 
 
 def potential(x: torch.Tensor, targets: torch.Tensor, h: torch.Tensor, tau: float = 0.0,

@@ -176,7 +176,7 @@ class StageSamples:
                             if block.shape[0] == sampling.BLOCK_ROWS}
                 own = sample.own_blocks()
                 missing = [index for index in own if index not in kept]  # the blocks after the kept ones
-                drawn = dict(zip(missing, sample.drawn(range(missing[0], sample.n_blocks, own.step)))) if missing else {}
+                drawn = dict(zip(missing, sample.blocks(range(missing[0], sample.n_blocks, own.step)))) if missing else {}
                 cached = [kept[index] if index in kept else drawn[index] for index in own]
             else:
                 self.winners = None
@@ -187,7 +187,7 @@ class StageSamples:
         if self.jacobian_points is None:
             m = int(self.options.jacobian_samples or 64 * self.problem.targets.shape[0])
             sample = self.problem.sample(m, (NEWTON_KEY, 0), self.options.quasi)
-            whole = sample.drawn(range(sample.n_blocks)) if self._fits(m, False, self.held) else None
+            whole = list(sample.blocks(range(sample.n_blocks))) if self._fits(m, False, self.held) else None
             self.jacobian_points = Head(sample, m, whole)
         return self.jacobian_points
 

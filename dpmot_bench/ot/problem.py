@@ -27,10 +27,8 @@ from typing import Iterator
 import torch
 
 from ..errors import unknown_name
-from ..threads import thread_imap, thread_map
 from .distributed import all_reduce_sum_, rank_and_world
-from .kernel import (ARGMAX_BLOCK, MIN_CHUNK_ROWS, argmax_rows, assign_rows, best_and_gap, best_two_and_gaps,
-                     chunk_rows, row_parts, score_chunks, softmax_)
+from .kernel import ARGMAX_BLOCK, MIN_CHUNK_ROWS, argmax_rows, best_and_gap, best_two_and_gaps, chunk_rows, score_chunks, softmax_
 from . import sampling
 from .sampling import SourceSample
 from .sources import Source
@@ -130,10 +128,10 @@ class Problem:
 
     def assign(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """``argmax_i <x, y_i> + h_i`` for the rows of x, from the centred float32 scores (int64)."""
-        rows = chunk_rows(self.scoring.targets.shape[0])
-        parts = block_map(self, lambda part: assign_rows(self.scoring.chunks(part, h, hard=True), part.shape[0],
-                                                         self.device), row_parts(x, rows))
-        return torch.cat(parts) if parts else torch.empty(0, dtype=torch.int64, device=self.device)
+        index = torch.empty(x.shape[0], dtype=torch.int64, device=self.device)
+        for start, scores in self.scoring.chunks(x, h, hard=True):
+            argmax_rows(scores, out=index[start:start + scores.shape[0]])
+        return index
 
 
 # First element of every sample key: who draws it (so solver and evaluation samples never coincide).
@@ -182,17 +180,6 @@ class Head:
             left -= block.shape[0]
 
 
-def block_map(problem: Problem, fn, blocks) -> list:
-    """``[fn(block) for block in blocks]``, the blocks shared out among the CPU threads
-    (:func:`~dpmot_bench.threads.thread_map`; one after another on other devices)."""
-    return thread_map(fn, blocks, None if problem.device.type == "cpu" else 1)
-
-
-def block_imap(problem: Problem, fn, blocks) -> Iterator:
-    """:func:`block_map` as an iterator: a few blocks at a time (a stream of blocks is never held whole)."""
-    return thread_imap(fn, blocks, None if problem.device.type == "cpu" else 1)
-
-
 def point_blocks(points) -> tuple[int, Iterator[torch.Tensor]]:
     """``(n, blocks)`` of a tensor of points (one block) or of a :class:`Head`-like (``.n``, ``.blocks()``)."""
     if isinstance(points, torch.Tensor):
@@ -206,50 +193,31 @@ def sample_masses(problem: Problem, sample, h: torch.Tensor, tau: float = 0.0, k
     the mean of ``softmax(s(x) / tau)``: over all targets (``k`` None), or over each point's ``k`` best (the
     others weigh less than ``exp(-(s_1 - s_k) / tau)` each). With ``with_potential`` also the sample mean
     of the potential, ``max_j s_j`` or ``tau log sum_j exp(s_j / tau)`` (the first term of the energy).
-
-    Streams the sample's blocks, a few at a time shared out among the CPU threads (:func:`block_imap`):
-    the extra memory is a block, a score buffer and its chunks' partial sums per thread. The partial sums
-    are added in the order of the chunks, so the float64 totals do not depend on the thread count."""
+    Streams the sample's blocks: the extra memory is one block and one score buffer."""
     scoring, n_targets = problem.scoring, problem.targets.shape[0]
     hard = tau == 0
     width = scoring.targets.shape[0] if hard else n_targets
-    rows = chunk_rows(width)
     total = torch.zeros(n_targets + 1, dtype=torch.float64, device=problem.device)  # masses, then potential
-
-    def block_sums(block: torch.Tensor) -> tuple[list, list]:
-        """The block's masses (hard: integer counts, one tensor; else one part per chunk, in order) and
-        potential sums (one per chunk, then the block's row constants)."""
-        buffer = torch.empty(min(rows, block.shape[0]), width, dtype=torch.float32, device=problem.device)
-        counts = torch.zeros(width, dtype=torch.int64, device=problem.device) if hard else None
-        masses, potentials = [counts] if hard else [], []
-        for _, scores in scoring.chunks(block, h, hard=hard, rows=rows, buffer=buffer):
+    buffer = torch.empty(chunk_rows(width), width, dtype=torch.float32, device=problem.device)
+    for block in sample.blocks():
+        for _, scores in scoring.chunks(block, h, hard=hard, rows=buffer.shape[0], buffer=buffer):
             if hard:
-                counts += torch.bincount(argmax_rows(scores), minlength=width)
+                total[:-1] += torch.bincount(argmax_rows(scores), minlength=width)[:n_targets]
                 potential = scores.amax(dim=1) if with_potential else None
             elif k is None:
                 best = scores.amax(dim=1, keepdim=True)
                 sums = torch.empty_like(best)
-                masses.append(softmax_(scores, tau, sums).sum(0, dtype=torch.float64))
+                total[:-1] += softmax_(scores, tau, sums).sum(0, dtype=torch.float64)
                 potential = best.double() + tau * sums.double().log()
             else:
                 top = scores.topk(min(k, n_targets), dim=1)
                 p = torch.softmax((top.values - top.values[:, :1]).double() / tau, dim=1)
-                masses.append((top.indices.flatten(), p.flatten()))
+                total.index_add_(0, top.indices.flatten(), p.flatten())
                 potential = tau * torch.logsumexp(top.values.double() / tau, dim=1)
             if with_potential:
-                potentials.append(potential.sum(dtype=torch.float64))
+                total[-1] += potential.sum(dtype=torch.float64)
         if with_potential:
-            potentials.append(scoring.row_constant(block).sum())
-        return masses, potentials
-
-    for masses, potentials in block_imap(problem, block_sums, sample.blocks()):
-        for part in masses:
-            if isinstance(part, tuple):
-                total.index_add_(0, *part)
-            else:
-                total[:-1] += part[:n_targets]
-        for potential in potentials:
-            total[-1] += potential
+            total[-1] += scoring.row_constant(block).sum()
     total = all_reduce_sum_(total) / sample.n
     return (total[:-1], float(total[-1])) if with_potential else total[:-1]
 
@@ -347,7 +315,7 @@ class Winners:
                 full += 1
         rows = sum(sizes[:full])
         parts = [(kept.best[:rows], kept.runner[:rows], kept.slack2[:rows], kept.slack3[:rows])] if full else []
-        parts += block_map(problem, lambda block: cls._score(problem, block, h, runners=False), held.cached[full:])
+        parts += [cls._score(problem, block, h, runners=False) for block in held.cached[full:]]  # see above
         if not parts:
             empty = torch.empty(0, dtype=torch.int64, device=problem.device)
             parts = [(empty, empty, empty.float(), empty.float())]
@@ -404,9 +372,7 @@ class Winners:
         if rows.numel():
             self.rescored += rows.numel()
             change -= torch.bincount(best[rows], minlength=width)
-            pieces = block_map(problem, lambda points: self._score(problem, points, h),
-                               self._points(held, rows).split(sampling.BLOCK_ROWS))
-            best[rows], runner[rows], second[rows], third[rows] = (torch.cat(column) for column in zip(*pieces))
+            best[rows], runner[rows], second[rows], third[rows] = self._score(problem, self._points(held, rows), h)
             change += torch.bincount(best[rows], minlength=width)
         self.counts += all_reduce_sum_(change[:scoring.n].clone())
         self.reference = h.clone()

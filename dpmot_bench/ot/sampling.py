@@ -17,7 +17,6 @@ from typing import Iterator
 import torch
 
 from ..noise import block_seed
-from ..threads import thread_map
 from .distributed import rank_and_world
 from .sources import Source
 
@@ -58,14 +57,6 @@ class SourceSample:
         for block in indices:
             generator = torch.Generator(self.device).manual_seed(block_seed(self.seed, block, (OT_STREAM, 0, *self.key)))
             yield self.source.sample(self._rows(block), generator)
-
-    def drawn(self, indices: range) -> list[torch.Tensor]:
-        """The blocks ``indices`` as a list, the same as :meth:`blocks`, drawn in contiguous runs shared out
-        among the CPU threads (``threads.thread_map``; a Sobol run fast-forwards its own engine)."""
-        workers = torch.get_num_threads() if self.device.type == "cpu" else 1
-        size = max(1, math.ceil(len(indices) / workers))
-        runs = [indices[start:start + size] for start in range(0, len(indices), size)]
-        return [block for run in thread_map(lambda run: list(self.blocks(run)), runs, workers) for block in run]
 
     def _sobol_blocks(self, indices: range) -> Iterator[torch.Tensor]:
         engine = torch.quasirandom.SobolEngine(self.source.dim, scramble=True,
