@@ -25,13 +25,13 @@ N_EVAL = 2**24
 
 
 def goal_rows(suite: str = "quick", device: str = "cpu", progress: bool = False, goal_l1: float = 0.01,
-              goal_max_rel: float = 0.1, **options) -> list[dict]:
-    """The rows; ``options``: newton-qmc options to change (e.g. ``band_quantile=0.4``)."""
+              goal_max_rel: float = 0.1, **changes) -> list[dict]:
+    """The rows; ``changes``: newton-qmc options to change (e.g. ``band_quantile=0.4``)."""
     targets = torch.randn(N_TARGETS, DIM, generator=torch.Generator().manual_seed(1)).to(device)
     weights = torch.full((N_TARGETS,), 1 / N_TARGETS, dtype=torch.float64, device=device)
     problem = Problem(GaussianSource(DIM), targets, weights, seed=0)
     n_final = FINAL * N_TARGETS
-    options = solver_options("newton-qmc", {"n_samples": n_final, "first_smoothing": None, **options})
+    options = solver_options("newton-qmc", {"n_samples": n_final, "first_smoothing": None, **changes})
     rows, clock = [], {"elapsed": 0.0, "start": 0.0}
 
     def on_iteration(state: dict, log) -> bool:

@@ -245,10 +245,10 @@ def solver_benchmark(suite: str = "quick", device: str = "cpu", progress: bool =
             n_source = 20 * n_targets if quick else 32 * n_targets
             # 1, 2, 5 per decade (each count is a run of its own): with decades alone, the first time POT
             # reaches an accuracy could be overstated up to 10x, and so could a speed-up over it.
-            counts = [m * 10**k for k in range(3, 5 if quick else 6) for m in (1, 2, 5)] + [10**(5 if quick else 6)]
+            top = 5 if quick else 6
+            counts = [m * 10**k for k in range(3, top) for m in (1, 2, 5)] + [10**top]
             reg = 0.01
-            snapshots, lr = _pot_asgd(problem, n_source, reg, iterations=counts,
-                                      tune_iterations=10**(4 if quick else 5))
+            snapshots, lr = _pot_asgd(problem, n_source, reg, iterations=counts, tune_iterations=10**(top - 1))
             extra = {"pot_reg": reg, "pot_lr": lr}
         for iteration, seconds, samples, h in snapshots:
             rows.append({"solver": solver, "N": n_targets, "d": d, "iteration": iteration, "seconds": seconds,
