@@ -1,10 +1,11 @@
 """Command line shared by the ``ot_*.py`` benchmark scripts: --suite, --out (CSV, written atomically),
---device, --quiet; prints the rows (and a summary) as a table."""
+--device, --quiet; prints the rows (and a summary) as a table and which assignment kernel ran."""
 import argparse
 
 import pandas as pd
 
 from dpmot_bench.io import write_text
+from dpmot_bench.ot import native
 from dpmot_bench.provenance import provenance
 
 
@@ -17,9 +18,11 @@ def main(benchmark, doc, summary=None):
     args = parser.parse_args()
     rows = benchmark(suite=args.suite, device=args.device, progress=not args.quiet)
     frame = pd.DataFrame(rows).assign(**{k: str(v) for k, v in provenance(device=args.device).items()
-                                         if k in ("git_commit", "torch", "time_utc", "cpu_threads")})
+                                         if k in ("git_commit", "torch", "time_utc", "cpu_threads")},
+                                      assignment_kernel=native.status())
     write_text(args.out, frame.to_csv(index=False))
     with pd.option_context("display.width", 200, "display.max_columns", 30):
-        print(frame.drop(columns=["git_commit", "torch", "time_utc"]).to_string(index=False))
+        print(frame.drop(columns=["git_commit", "torch", "time_utc", "assignment_kernel"]).to_string(index=False))
+        print(native.status())
         if summary is not None:
             print(pd.DataFrame(summary(rows)).to_string(index=False))

@@ -139,6 +139,7 @@ def _source(args, dataset):
 def cmd_fit_ot(args) -> int:
     from .errors import check_sigma
     from .ot.distributed import is_main_process, process_group
+    from .ot import native
     from .ot.latents import fit_latent_map
 
     out = _check_out(args.out, ".npz")
@@ -182,7 +183,7 @@ def cmd_fit_ot(args) -> int:
                        "solver_stopped": ot.solver_stopped_, "check_l1_mass_error": check["l1_mass_error"],
                        "check_max_rel_mass_error": check["max_rel_mass_error"],
                        "check_noise_floor": check["noise_floor"], "check_samples": check["n_samples"],
-                       "check_exact": check["exact"], "out": str(out)}
+                       "check_exact": check["exact"], "assignment_kernel": native.status(), "out": str(out)}
             print(json.dumps(summary, indent=2))
     return 0
 

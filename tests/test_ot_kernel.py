@@ -190,8 +190,8 @@ def test_bad_sources_are_input_errors(make):
 @settings(max_examples=30, deadline=None)
 @given(rows=st.integers(1, 40), n=st.sampled_from([1, 2, 63, 64, 128, 192, 1000, 1024]), ties=st.booleans(),
        seed=st.integers(0, 2**16))
-def test_best_and_gap_is_topk_two(rows, n, ties, seed):
-    """The blocked winner-and-margin equals torch.topk(2) (the winner: the lowest index among ties, as
+def test_best_and_second_are_topk_two(rows, n, ties, seed):
+    """The blocked winner and two largest scores equal torch.topk(2) (the winner: the lowest index among ties, as
     argmax), on padded (-inf) rows and with exact ties, and leaves the scores unchanged."""
     g = torch.Generator().manual_seed(seed)
     scores = torch.randn(rows, n, generator=g)
@@ -199,42 +199,40 @@ def test_best_and_gap_is_topk_two(rows, n, ties, seed):
         scores[:, n // 2] = scores.amax(dim=1)
     scores[:, n - n % 7:] = -math.inf if n > 7 else scores[:, n - n % 7:]
     before = scores.clone()
-    index, gap = kernel.best_and_gap(scores)
+    index, values = kernel.best_and_second(scores)
     assert torch.equal(scores, before)
     assert torch.equal(index, scores.argmax(dim=1))
     if n == 1:
-        assert bool(torch.isinf(gap).all())
+        assert torch.equal(values[:, 0], scores[:, 0]) and bool(torch.isneginf(values[:, 1]).all())
         return
-    top = scores.topk(2, dim=1).values
-    assert torch.equal(gap, top[:, 0] - top[:, 1])
+    assert torch.equal(values, scores.topk(2, dim=1).values)
 
 
 @settings(max_examples=30, deadline=None)
 @given(rows=st.integers(1, 40), n=st.sampled_from([1, 2, 3, 63, 64, 128, 192, 1000, 1024]),
        ties=st.sampled_from([0, 2, 3]), seed=st.integers(0, 2**16))
-def test_best_two_and_gaps_are_the_top_three(rows, n, ties, seed):
-    """The blocked winner, runner-up and two margins: the winner is argmax's (lowest index on ties), the
-    runner-up another column holding the second largest score, the margins those to the second and to the
-    largest score of every other column, on padded (-inf) rows and with exact ties of 2 or 3 columns."""
+def test_best_runner_and_third_are_the_top_three(rows, n, ties, seed):
+    """The blocked winner, runner-up and three largest scores: the winner is argmax's (lowest index on
+    ties), the runner-up another column holding the second largest score, the third the largest score of
+    every other column, on padded (-inf) rows and with exact ties of 2 or 3 columns."""
     g = torch.Generator().manual_seed(seed)
     scores = torch.randn(rows, n, generator=g)
     for k in range(min(ties, n)):
         scores[:, (k * n) // max(ties, 1)] = scores.amax(dim=1)
     scores[:, n - n % 7:] = -math.inf if n > 7 else scores[:, n - n % 7:]
     before = scores.clone()
-    best, runner, gap, gap3 = kernel.best_two_and_gaps(scores)
+    best, runner, values = kernel.best_runner_and_third(scores)
     assert torch.equal(scores, before)
     assert torch.equal(best, scores.argmax(dim=1))
     if n == 1:
-        assert bool(torch.isinf(gap).all() & torch.isinf(gap3).all())
+        assert torch.equal(values[:, 0], scores[:, 0]) and bool(torch.isneginf(values[:, 1:]).all())
         return
     assert bool((runner != best).all())
     top = scores.topk(min(3, n), dim=1).values
-    value = scores.gather(1, best[:, None])[:, 0]
-    assert torch.equal(gap, top[:, 0] - top[:, 1])
-    assert torch.equal(value - scores.gather(1, runner[:, None])[:, 0], gap)
+    assert torch.equal(values[:, :2], top[:, :2])
+    assert torch.equal(scores.gather(1, torch.stack([best, runner], dim=1)), values[:, :2])
     rest = scores.scatter(1, best[:, None], -math.inf).scatter_(1, runner[:, None], -math.inf)
-    assert torch.equal(gap3, value - rest.amax(dim=1))
+    assert torch.equal(values[:, 2], rest.amax(dim=1))
 
 
 @settings(max_examples=20, deadline=None)

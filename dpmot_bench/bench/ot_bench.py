@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import unknown_name
-from ..ot import GaussianSource, kernel
+from ..ot import GaussianSource, kernel, native
 from ..ot.exact2d import exact_masses
 from ..ot.sampling import SourceSample
 from ..ot.problem import EVALUATION_KEY, HeldSample, Problem, mass_errors, sample_masses
@@ -68,8 +68,9 @@ def _naive(x, y, h):
 
 
 def kernel_benchmark(suite: str = "quick", device: str = "cpu", progress: bool = False) -> list[dict]:
-    """Chunked kernel vs square GEMM and naive argmax. Goals (issue 3): >= 80% of the square GEMM's FLOP/s
-    at d >= 256; >= 4x the naive expression at d <= 64; peak extra memory flat in M."""
+    """The assignment kernels (chunked torch, and fused where built) vs square GEMM and naive argmax. Goals
+    (issues 3, 15): >= 80% of the square GEMM's FLOP/s at d >= 256; >= 4x the naive expression at d <= 64;
+    peak extra memory flat in M."""
     _check_suite(suite)
     device = torch.device(device)
     quick = suite == "quick"
@@ -81,6 +82,7 @@ def kernel_benchmark(suite: str = "quick", device: str = "cpu", progress: bool =
     a = torch.randn(square, square, generator=g, device=device)
     b = torch.randn(square, square, generator=g, device=device)
     base = {"threads": torch.get_num_threads(), "device": str(device), "suite": suite}
+    fused_built = device.type == "cpu" and native.library() is not None
     gemm_seconds = _best_time(lambda: a @ b, repeats)
     gemm_flops = 2 * square**3 / gemm_seconds
     rows = [{**base, "method": "square-gemm", "M": square, "N": square, "d": square, "seconds": gemm_seconds,
@@ -91,25 +93,37 @@ def kernel_benchmark(suite: str = "quick", device: str = "cpu", progress: bool =
         h = torch.randn(n, generator=g, device=device)
         useful = 2 * m * n * d
         naive = _best_time(lambda: _naive(x, y, h), repeats)
-        chunked = _best_time(lambda: kernel.assign(x, y, h), repeats)
+        with native.disabled():
+            chunked = _best_time(lambda: kernel.assign(x, y, h), repeats)
+        # The fused kernel (native.py) where it is built: kernel.assign's default on the CPU.
+        fused = _best_time(lambda: kernel.assign(x, y, h), repeats) if fused_built and d <= native.MAX_DIM else None
         # The chunked kernel's own matrix products without the argmax: what any kernel computing every
         # score must spend, hence the most it could gain over the naive expression on this machine.
         scores_only = _best_time(lambda: deque(kernel.score_chunks(x, *kernel.padded(y, h)), maxlen=0), repeats)
-        for method, seconds in (("naive", naive), ("chunked", chunked), ("scores-only", scores_only)):
+        for method, seconds in (("naive", naive), ("chunked", chunked), ("fused", fused), ("scores-only", scores_only)):
+            if seconds is None:
+                continue
             rows.append({**base, "method": method, "M": m, "N": n, "d": d, "seconds": seconds,
                          "gflops": useful / seconds / 1e9, "fraction_of_gemm": useful / seconds / gemm_flops,
                          "speedup_vs_naive": naive / seconds})
-    # Peak extra memory vs M (d = 16): the chunked kernel's is its score buffer, whatever M is.
+    # Peak extra memory vs M (d = 16): the chunked kernel's is its score buffer, whatever M is; the fused
+    # kernel has none.
     d = 16
     y, h = torch.randn(n, d, generator=g, device=device), torch.randn(n, generator=g, device=device)
-    # Every chunked run before any naive one: memory the naive runs free would hide the chunked kernel's.
-    for method, fn in (("chunked", kernel.assign), ("naive", _naive)):
+
+    def chunked_assign(x, y, h):
+        with native.disabled():
+            return kernel.assign(x, y, h)
+
+    # Every kernel run before any naive one: memory the naive runs free would hide the kernels'.
+    methods = (("fused", kernel.assign),) if fused_built else ()
+    for method, fn in methods + (("chunked", chunked_assign), ("naive", _naive)):
         for rows_m in ((2**14, 2**16, 2**18) if quick else (2**14, 2**16, 2**18, 2**20)):
             x = torch.randn(rows_m, d, generator=g, device=device)
             peak = _peak_rss_increase_mb(lambda: fn(x, y, h))
+            buffer = {"chunked": kernel.chunk_rows(n) * n * 4, "fused": 0, "naive": rows_m * n * 4}[method]
             rows.append({**base, "method": f"memory-{method}", "M": rows_m, "N": n, "d": d, "peak_extra_mb": peak,
-                         "score_buffer_mb": kernel.chunk_rows(n) * n * 4 / 2**20 if method == "chunked" else
-                         rows_m * n * 4 / 2**20})
+                         "score_buffer_mb": buffer / 2**20})
     return rows
 
 

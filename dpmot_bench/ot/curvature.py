@@ -11,7 +11,7 @@ import itertools
 import torch
 
 from .distributed import all_reduce_sum_
-from .kernel import chunk_rows, softmax_, topk_rows, topk_softmax
+from .kernel import chunk_rows, softmax_, topk_softmax
 from .problem import Problem, point_blocks
 
 
@@ -210,8 +210,8 @@ def facet_chunks(problem: Problem, x, h: torch.Tensor, k: int = 4, skip: int = 0
                 return
             block = block[:limit]
             limit -= block.shape[0]
-        for start, scores in problem.scoring.chunks(block, h, hard=True, rows=rows):
-            index = topk_rows(scores, k)  # over the padded targets: their -inf scores come last
+        for start in range(0, block.shape[0], rows):
+            index = problem.scoring.top(block[start:start + rows], h, k)[1]  # k <= N: no padded target
             best, others = index[:, 0], index[:, 1:]
             points = block[start:start + index.shape[0]].to(device=problem.device, dtype=torch.float64)
             difference = problem.targets[best, None, :].double() - problem.targets[others].double()
@@ -289,11 +289,13 @@ def refill_empty(problem: Problem, x, h: torch.Tensor, empty: torch.Tensor) -> t
     parts = [cells[first:first + group] for first in range(0, cells.numel(), group)]
     smallest: list[torch.Tensor | None] = [None] * len(parts)
     for block in point_blocks(x)[1]:
-        maxima = [(start, scores.amax(dim=1).double()[:, None]) for start, scores in scoring.chunks(block, h, hard=True)]
+        maxima = scoring.top(block, h, 1, columns=0)[0].double()  # (m, 1)
+        rows = chunk_rows(scoring.targets.shape[0])
         for index, part in enumerate(parts):
             y_empty = scoring.targets[part].double()
-            for start, best in maxima:
-                points = scoring.points(block[start:start + best.shape[0]]).double()
+            for start in range(0, block.shape[0], rows):
+                best = maxima[start:start + rows]
+                points = scoring.points(block[start:start + rows]).double()
                 levels = best - points @ y_empty.T - scoring.offset[part]
                 kept = levels if smallest[index] is None else torch.cat([smallest[index], levels])
                 smallest[index] = kept.topk(min(2, kept.shape[0]), dim=0, largest=False, sorted=True).values

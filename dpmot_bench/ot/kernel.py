@@ -6,7 +6,8 @@ temperature tau (smoothed map, entropic potential and masses, their derivatives)
 materialised: rows are processed in chunks written by ``torch.addmm`` into one preallocated buffer, so the
 extra memory is ``chunk x N`` whatever M is, and a chunk that fits in cache is reduced while it is still
 there (that, not the multiply, is what bounds the naive one-liner ``(x @ Y.T + h).argmax(1)`` at small d).
-torch has no fused GEMM + argmax on CPU; BLAS into a reused buffer is the best it offers.
+torch has no fused GEMM + argmax on CPU: the hard reductions (:func:`top_scores`: the argmax and the next
+best scores) use the fused kernel of ``native.py`` where it is built, which never writes the scores.
 
 Ties go to the lowest index (``torch.argmax`` returns the first maximal value, on CPU and CUDA). The
 kernel runs in the dtype and on the device of ``targets`` (float32 by default everywhere in ``ot``).
@@ -17,6 +18,8 @@ import math
 from typing import Iterator
 
 import torch
+
+from . import native
 
 CHUNK_BYTES = 4 * 2**20  # score buffer size: measured best on CPU (benchmarks/ot_kernel.py), within L3 cache
 # At least MIN_CHUNK_ROWS rows per product: MKL multiplies one or two rows by another path (a GEMV) whose float32
@@ -100,34 +103,33 @@ def argmax_rows(scores: torch.Tensor, out: torch.Tensor | None = None) -> torch.
     return index if out is None else out.copy_(index)
 
 
-def best_and_gap(scores: torch.Tensor, out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(argmax_rows(scores), s_best - s_second)`` per row: the winner (lowest index on ties) and its
-    margin over the runner-up (0 on a tie; inf for a single finite score).
+def best_and_second(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(argmax_rows(scores), values)`` per row: the winner (lowest index on ties) and the two largest
+    scores (rows, 2; the second -inf for a single finite score).
 
-    By the blocked scheme of :func:`argmax_rows` at nearly its cost: the runner-up is either the second
-    largest score in the winning block or the largest of another block, and both come from the block
+    By the blocked scheme of :func:`argmax_rows` at nearly its cost: the second largest score is either the
+    second largest in the winning block or the largest of another block, and both come from the block
     maxima and the winning block already at hand (``torch.topk(scores, 2)`` costs about 3x more on CPU).
     Elsewhere (CUDA, other N) it is ``argmax`` and ``topk``. ``scores`` is left unchanged."""
+    n = scores.shape[1]
     if not _blockable(scores):
-        n = scores.shape[1]
         top = scores.topk(min(2, n), dim=1).values
         second = top[:, 1] if n > 1 else torch.full_like(top[:, 0], -math.inf)
-        return torch.argmax(scores, dim=1, out=out), top[:, 0] - second
+        return torch.argmax(scores, dim=1), torch.stack([top[:, 0], second], dim=1)
     maxima, first, inside, within = _winning_block(scores)
     best = inside.gather(1, within.unsqueeze(1)).squeeze(1)
     inside.scatter_(1, within.unsqueeze(1), -math.inf)
     maxima.scatter_(1, first.unsqueeze(1), -math.inf)
     second = torch.maximum(inside.amax(dim=1), maxima.amax(dim=1))
-    index = first.mul_(ARGMAX_BLOCK).add_(within)
-    return (index if out is None else out.copy_(index)), best - second
+    return first.mul_(ARGMAX_BLOCK).add_(within), torch.stack([best, second], dim=1)
 
 
-def best_two_and_gaps(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(best, runner, gap, gap3)`` per row: the winner (lowest index on ties, as :func:`argmax_rows`), a
-    runner-up (a column of the second largest score, another than best), ``s_best - s_runner`` and
-    ``s_best - max_{j not in {best, runner}} s_j`` (0 on ties; inf where there is no such score).
+def best_runner_and_third(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(best, runner, values)`` per row: the winner (lowest index on ties, as :func:`argmax_rows`), a
+    runner-up (a column of the second largest score, another than best), and (rows, 3) the scores of the
+    two and the largest of every other column (-inf where there is none).
 
-    By the blocked scheme of :func:`best_and_gap`, plus the runner-up's block: the runner-up is the
+    By the blocked scheme of :func:`best_and_second`, plus the runner-up's block: the runner-up is the
     largest score of the winning block without the winner or the largest of the block with the second
     largest maximum, and the third largest is the largest of what remains of those two blocks and of the
     other blocks' maxima. Elsewhere (CUDA, other N) ``argmax`` and ``topk(3)``. ``scores`` is left unchanged."""
@@ -135,8 +137,8 @@ def best_two_and_gaps(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
     if not _blockable(scores):
         best = torch.argmax(scores, dim=1)
         if n == 1:
-            inf = torch.full_like(scores[:, 0], math.inf)
-            return best, best.clone(), inf, inf.clone()
+            none = torch.full_like(scores[:, 0], -math.inf)
+            return best, best.clone(), torch.stack([scores[:, 0], none, none], dim=1)
         top = scores.topk(min(3, n), dim=1)
         first, second = top.indices[:, 0], top.indices[:, 1]
         runner = torch.where(first == best, second, first)
@@ -144,7 +146,7 @@ def best_two_and_gaps(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
         third = v[:, 2] if n > 2 else torch.full_like(v[:, 0], -math.inf)
         # best outside the top two indices: three or more tie at the top, and so does the "third".
         third = torch.where((first == best) | (second == best), third, v[:, 1])
-        return best, runner, v[:, 0] - v[:, 1], v[:, 0] - third
+        return best, runner, torch.stack([v[:, 0], v[:, 1], third], dim=1)
     per_row = n // ARGMAX_BLOCK
     maxima, first, inside, within = _winning_block(scores)
     best_value = inside.gather(1, within.unsqueeze(1)).squeeze(1)
@@ -164,7 +166,7 @@ def best_two_and_gaps(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
     pool.scatter_(1, at.unsqueeze(1), -math.inf)
     third = torch.maximum(pool.amax(dim=1), torch.where(in_first, other_max, torch.maximum(rest_first, rest_max)))
     best = first.mul_(ARGMAX_BLOCK).add_(within)
-    return best, runner, best_value - torch.maximum(rest_first, other_max), best_value - third
+    return best, runner, torch.stack([best_value, torch.maximum(rest_first, other_max), third], dim=1)
 
 
 def topk_rows(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -186,20 +188,68 @@ def topk_rows(scores: torch.Tensor, k: int) -> torch.Tensor:
     return top_blocks.gather(1, local // ARGMAX_BLOCK).mul_(ARGMAX_BLOCK).add_(local % ARGMAX_BLOCK)
 
 
+def top_scores(x: torch.Tensor, targets: torch.Tensor, h: torch.Tensor, k: int, columns: int | None = None,
+               rows: int | None = None, packed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(values, index)``: the k largest scores ``<x_i, y_j> + h_j`` of every row of x (m, k), largest
+    first, and the columns of the first ``columns`` of them (m, columns; default k). The first column is
+    the argmax with the lowest index on ties (as :func:`argmax_rows`); the others hold the next largest
+    values (any of them on ties). With fewer than k targets the missing entries are (-inf, N). Padded
+    targets (:func:`padded`) have the score -inf and never come before a real one.
+
+    By the fused kernel (``native.py``: no score is written to memory) where it applies
+    (``native.applies``: on the CPU in float32, N a multiple of 16, d <= ``native.MAX_DIM``; ``packed``: the
+    targets in its layout, when the caller keeps them). Elsewhere chunk by chunk, by the blocked reductions above, which cost less
+    with fewer ``columns`` (k = 2 with one column is :func:`best_and_second`, k <= 3 with two is
+    :func:`best_runner_and_third`). The two kernels round the scores differently (fused multiply-adds in
+    order, or BLAS): they may disagree where scores tie within float32 rounding, and a solver keeps one.
+    """
+    columns = k if columns is None else columns
+    if native.applies(targets, k):
+        values, index = native.top_k(x.to(torch.float32), native.pack(targets) if packed is None else packed, h, k)
+        return values, index[:, :columns]
+    m, n = x.shape[0], targets.shape[0]
+    if 0 < m < MIN_CHUNK_ROWS:  # see MIN_CHUNK_ROWS: a few rows alone may be rounded otherwise
+        filler = x.new_zeros(MIN_CHUNK_ROWS - m, x.shape[1])
+        return tuple(part[:m] for part in top_scores(torch.cat([x, filler]), targets, h, k, columns, rows))
+    values = torch.full((m, k), -math.inf, dtype=targets.dtype, device=targets.device)
+    index = torch.full((m, columns), n, dtype=torch.int64, device=targets.device)
+    found = min(k, n)
+    for start, scores in score_chunks(x, targets, h, rows):
+        end = start + scores.shape[0]
+        if found == 1:
+            best = argmax_rows(scores)
+            values[start:end, 0] = scores.gather(1, best[:, None])[:, 0]
+            index[start:end, :min(columns, 1)] = best[:, None]
+            continue
+        if k == 2 and columns <= 1:
+            best, top = best_and_second(scores)
+            values[start:end] = top
+            index[start:end, :columns] = best[:, None]
+            continue
+        if k <= 3 and columns <= 2:
+            best, runner, top = best_runner_and_third(scores)
+            values[start:end, :found] = top[:, :found]
+            index[start:end, :columns] = torch.stack([best, runner], dim=1)[:, :columns]
+            continue
+        best, top = argmax_rows(scores), topk_rows(scores, found)
+        keep = top != best[:, None]
+        keep[keep.all(dim=1), -1] = False  # the argmax is not among them (a tie): drop the last instead
+        top = torch.cat([best[:, None], top[keep].view(-1, found - 1)], dim=1)
+        values[start:end, :found] = scores.gather(1, top)
+        index[start:end, :min(columns, found)] = top[:, :columns]
+    return values, index
+
+
 def assign(x: torch.Tensor, targets: torch.Tensor, h: torch.Tensor, rows: int | None = None) -> torch.Tensor:
-    """``argmax_j <x_i, y_j> + h_j`` for every row of x (int64, lowest index on ties)."""
-    index = torch.empty(x.shape[0], dtype=torch.int64, device=targets.device)
-    for start, scores in score_chunks(x, *padded(targets, h), rows):
-        argmax_rows(scores, out=index[start:start + scores.shape[0]])
-    return index
+    """``argmax_j <x_i, y_j> + h_j`` for every row of x (int64, lowest index on ties, up to float32
+    rounding: see :func:`top_scores`)."""
+    x = x.to(device=targets.device, dtype=targets.dtype)
+    return top_scores(x, *padded(targets, h.to(targets.dtype)), 1, rows)[1][:, 0]
 
 
 def cell_counts(x: torch.Tensor, targets: torch.Tensor, h: torch.Tensor, rows: int | None = None) -> torch.Tensor:
     """How many rows of x fall in each power cell: ``bincount(assign(x))`` (int64, length N)."""
-    counts = torch.zeros(targets.shape[0], dtype=torch.int64, device=targets.device)
-    for _, scores in score_chunks(x, *padded(targets, h), rows):
-        counts += torch.bincount(argmax_rows(scores), minlength=targets.shape[0])
-    return counts
+    return torch.bincount(assign(x, targets, h, rows), minlength=targets.shape[0])
 
 
 def potential(x: torch.Tensor, targets: torch.Tensor, h: torch.Tensor, tau: float = 0.0,

@@ -28,8 +28,8 @@ import torch
 
 from ..errors import unknown_name
 from .distributed import all_reduce_sum_, rank_and_world
-from .kernel import ARGMAX_BLOCK, MIN_CHUNK_ROWS, argmax_rows, best_and_gap, best_two_and_gaps, chunk_rows, score_chunks, softmax_
-from . import sampling
+from .kernel import ARGMAX_BLOCK, chunk_rows, score_chunks, softmax_, top_scores
+from . import native, sampling
 from .sampling import SourceSample
 from .sources import Source
 
@@ -99,6 +99,17 @@ class Scoring:
         h32 = self.scores_h(h, hard)
         return score_chunks(self.points(x), targets, h32, rows=rows, buffer=buffer)
 
+    @functools.cached_property
+    def packed(self) -> torch.Tensor | None:
+        """The padded targets in the fused kernel's layout (``native.pack``), when it applies."""
+        return native.pack(self.targets) if native.applies(self.targets, 1) else None
+
+    def top(self, x: torch.Tensor, h: torch.Tensor, k: int, columns: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``kernel.top_scores`` of the centred scores of the rows of x over the padded targets: the k
+        largest and the columns of the first ``columns``; columns >= n are padded targets (fewer than k
+        real ones)."""
+        return top_scores(self.points(x), self.targets, self.scores_h(h, hard=True), k, columns, packed=self.packed)
+
     def row_constant(self, x: torch.Tensor) -> torch.Tensor:
         """``<x, c>`` (float64): what the centred scores of x lack."""
         return x.to(device=self.centre.device, dtype=torch.float64) @ self.centre
@@ -128,10 +139,7 @@ class Problem:
 
     def assign(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """``argmax_i <x, y_i> + h_i`` for the rows of x, from the centred float32 scores (int64)."""
-        index = torch.empty(x.shape[0], dtype=torch.int64, device=self.device)
-        for start, scores in self.scoring.chunks(x, h, hard=True):
-            argmax_rows(scores, out=index[start:start + scores.shape[0]])
-        return index
+        return self.scoring.top(x, h, 1)[1][:, 0]
 
 
 # First element of every sample key: who draws it (so solver and evaluation samples never coincide).
@@ -193,18 +201,21 @@ def sample_masses(problem: Problem, sample, h: torch.Tensor, tau: float = 0.0, k
     the mean of ``softmax(s(x) / tau)``: over all targets (``k`` None), or over each point's ``k`` best (the
     others weigh less than ``exp(-(s_1 - s_k) / tau)` each). With ``with_potential`` also the sample mean
     of the potential, ``max_j s_j`` or ``tau log sum_j exp(s_j / tau)`` (the first term of the energy).
-    Streams the sample's blocks: the extra memory is one block and one score buffer."""
+    Streams the sample's blocks: the extra memory is one block and one score buffer (none for hard masses
+    by the fused kernel)."""
     scoring, n_targets = problem.scoring, problem.targets.shape[0]
-    hard = tau == 0
-    width = scoring.targets.shape[0] if hard else n_targets
     total = torch.zeros(n_targets + 1, dtype=torch.float64, device=problem.device)  # masses, then potential
-    buffer = torch.empty(chunk_rows(width), width, dtype=torch.float32, device=problem.device)
+    buffer = None if tau == 0 else torch.empty(chunk_rows(n_targets), n_targets, dtype=torch.float32, device=problem.device)
     for block in sample.blocks():
-        for _, scores in scoring.chunks(block, h, hard=hard, rows=buffer.shape[0], buffer=buffer):
-            if hard:
-                total[:-1] += torch.bincount(argmax_rows(scores), minlength=width)[:n_targets]
-                potential = scores.amax(dim=1) if with_potential else None
-            elif k is None:
+        if with_potential:
+            total[-1] += scoring.row_constant(block).sum()
+        if tau == 0:
+            best, columns = scoring.top(block, h, 1)
+            total[:-1] += torch.bincount(columns[:, 0], minlength=scoring.targets.shape[0])[:n_targets]
+            total[-1] += best.sum(dtype=torch.float64) if with_potential else 0.0
+            continue
+        for _, scores in scoring.chunks(block, h, rows=buffer.shape[0], buffer=buffer):
+            if k is None:
                 best = scores.amax(dim=1, keepdim=True)
                 sums = torch.empty_like(best)
                 total[:-1] += softmax_(scores, tau, sums).sum(0, dtype=torch.float64)
@@ -216,8 +227,6 @@ def sample_masses(problem: Problem, sample, h: torch.Tensor, tau: float = 0.0, k
                 potential = tau * torch.logsumexp(top.values.double() / tau, dim=1)
             if with_potential:
                 total[-1] += potential.sum(dtype=torch.float64)
-        if with_potential:
-            total[-1] += scoring.row_constant(block).sum()
     total = all_reduce_sum_(total) / sample.n
     return (total[:-1], float(total[-1])) if with_potential else total[:-1]
 
@@ -282,21 +291,10 @@ class Winners:
         """``(winner, runner-up, slack2, slack3)`` of the rows of x at h (slacks: the gaps minus 2e); without
         ``runners``, ``NO_RUNNER`` and slack3 = slack2."""
         scoring = problem.scoring
-        rows = points.shape[0]
-        if rows < MIN_CHUNK_ROWS:  # see MIN_CHUNK_ROWS: a few rows alone may be rounded otherwise
-            padded = torch.cat([points, points.new_zeros(MIN_CHUNK_ROWS - rows, points.shape[1])])
-            return tuple(column[:rows] for column in cls._score(problem, padded, h, runners))
-        best = torch.empty(rows, dtype=torch.int64, device=problem.device)
-        runner = torch.empty(rows, dtype=torch.int64, device=problem.device)
-        gap = torch.empty(rows, dtype=torch.float32, device=problem.device)
-        gap3 = torch.empty(rows, dtype=torch.float32, device=problem.device)
-        for start, scores in scoring.chunks(points, h, hard=True):
-            end = start + scores.shape[0]
-            if runners:
-                best[start:end], runner[start:end], gap[start:end], gap3[start:end] = best_two_and_gaps(scores)
-            else:
-                gap[start:end] = gap3[start:end] = best_and_gap(scores, out=best[start:end])[1]
-                runner[start:end] = cls.NO_RUNNER
+        values, columns = scoring.top(points, h, 3, 2) if runners else scoring.top(points, h, 2, 1)
+        best, gap = columns[:, 0], values[:, 0] - values[:, 1]
+        runner = columns[:, 1] if runners else torch.full_like(best, cls.NO_RUNNER)
+        gap3 = values[:, 0] - values[:, 2] if runners else gap.clone()
         margin = cls._margin(problem, scoring.points(points), h).mul_(2)
         runner.masked_fill_(runner >= scoring.n, cls.NO_RUNNER)  # a padded target: one real target only
         return best, runner, gap.sub_(margin), gap3.sub_(margin)

@@ -18,6 +18,7 @@ from ..data import get_dataset
 from ..devices import as_device
 from ..errors import CorruptFileError
 from ..io import ensure_writable_dir, exclusive_lock, remove_stale_temps, write_json, write_text
+from ..ot import native
 from ..provenance import provenance
 from ..render import markdown_table, with_ci
 from ..stats import summarise
@@ -92,10 +93,10 @@ class Report:
                      "seeds": ", ".join(map(str, bench.seeds or s.seeds)),
                      "samples per cell": f"{bench.prompts} prompts x {bench.samples} samples"}
         setup = pd.DataFrame({
-            "item": [*items, "device", "wall time", "dpmot-bench", "torch", "git commit", "time (UTC)"],
+            "item": [*items, "device", "wall time", "dpmot-bench", "torch", "assignment kernel", "git commit", "time (UTC)"],
             "value": [*items.values(), self.device, f"{self._compute_minutes():.1f} min of cell time ({self.seconds / 60:.1f} min "
                       f"in this invocation, {self.jobs} process(es) x {self.threads} CPU thread(s))", __version__, record["torch"],
-                      record["git_commit"], record["time_utc"]]})
+                      native.status(), record["git_commit"], record["time_utc"]]})
         self.add(markdown_table(setup))
         if self.user is not None:
             exp = self.user.experiment

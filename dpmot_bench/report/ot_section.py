@@ -38,15 +38,19 @@ def _same_accuracy(rows: list[dict], other: str, ours_name: str, d: int, best_l1
 
 
 def _kernel_markdown(kernel: pd.DataFrame) -> str:
-    speed = kernel[kernel["method"].isin(["naive", "chunked", "scores-only"])]
+    speed = kernel[kernel["method"].isin(["naive", "chunked", "fused", "scores-only"])]
     gemm = kernel[kernel["method"] == "square-gemm"]
     if speed.empty or gemm.empty:
         return ""
     table = speed.pivot_table(index="d", columns="method", values="gflops").reset_index()
-    table["fraction_of_gemm"] = table["chunked"] / float(gemm["gflops"].iloc[0])
-    table["speedup_vs_naive"] = table["chunked"] / table["naive"]
+    # The goals are the default kernel's: the fused one where it was built (and ran at that d), else chunked.
+    fused = table["fused"] if "fused" in table else pd.Series(float("nan"), index=table.index)
+    ours = fused.fillna(table["chunked"])
+    table["kernel"] = fused.notna().map({True: "fused", False: "chunked"})
+    table["fraction_of_gemm"] = ours / float(gemm["gflops"].iloc[0])
+    table["speedup_vs_naive"] = ours / table["naive"]
     if "scores-only" in table:  # older result files lack it
-        table["fraction_of_scores_only"] = table["chunked"] / table["scores-only"]
+        table["chunked_vs_scores_only"] = table["chunked"] / table["scores-only"]
         table["scores_only_vs_naive"] = table["scores-only"] / table["naive"]
     table["goal"] = ["≥ 80% of GEMM" if d >= 256 else "≥ 4x naive" if d <= 64 else "–" for d in table["d"]]
     table["met"] = [f >= 0.8 if d >= 256 else s >= 4 if d <= 64 else None
@@ -55,13 +59,16 @@ def _kernel_markdown(kernel: pd.DataFrame) -> str:
     text = (f"**Assignment kernel** (`benchmarks/ot_kernel.py`): M = {int(first['M'])} source points against "
             f"N = {int(first['N'])} targets, {int(first['threads'])} threads, device {first['device']}; useful "
             f"GFLOP/s = 2MNd / time; the square GEMM ({int(gemm['M'].iloc[0])}²) runs at "
-            f"{float(gemm['gflops'].iloc[0]):.1f} GFLOP/s in the same run.\n\n")
+            f"{float(gemm['gflops'].iloc[0]):.1f} GFLOP/s in the same run. `chunked` is the torch kernel (BLAS "
+            "products into a reused buffer, then blocked reductions); `fused` the compiled kernel of "
+            "`ot/native.py`, which writes no score to memory and is the default where it is built; the goals "
+            "and the speed-up are the default kernel's (column `kernel`).\n\n")
     if "scores-only" in table:
-        text += ("`scores-only` is the chunked kernel's matrix products alone, without the argmax: no kernel that "
-                 "computes every score is faster, so `scores_only_vs_naive` is the most any could gain over the "
-                 "naive expression here; where it is below 4x, the 4x goal is out of reach on this machine.\n\n")
+        text += ("`scores-only` is the chunked kernel's matrix products alone, without the argmax: the chunked "
+                 "kernel cannot beat it, so `scores_only_vs_naive` bounds what it could gain over the naive "
+                 "expression here (the fused kernel writes no scores and is not so bounded).\n\n")
     text += markdown_table(table.rename(columns={"naive": "naive GFLOP/s", "chunked": "chunked GFLOP/s",
-                                                 "scores-only": "scores-only GFLOP/s"}))
+                                                 "fused": "fused GFLOP/s", "scores-only": "scores-only GFLOP/s"}))
     memory = kernel[kernel["method"].astype(str).str.startswith("memory-")]
     if not memory.empty:
         mem = memory.pivot_table(index="M", columns="method", values=["peak_extra_mb", "score_buffer_mb"])
@@ -69,7 +76,7 @@ def _kernel_markdown(kernel: pd.DataFrame) -> str:
                        for value, method in mem.columns]
         text += ("\nPeak extra resident memory against M (d = 16), measured (growth of the process's high-water "
                  "mark) and by construction (the score matrix held at once): the chunked kernel holds one "
-                 "buffer whatever M is; the naive expression the whole M x N matrix.\n\n")
+                 "buffer whatever M is, the fused kernel none; the naive expression the whole M x N matrix.\n\n")
         text += markdown_table(mem.reset_index())
     return text + "\n"
 

@@ -1,0 +1,112 @@
+// The fused assignment kernel of dpmot_bench.ot.native: the k <= 4 largest scores s_ij = h_j + <x_i, y_j>
+// of every row, without writing the scores to memory. See native.py for why it exists and how it is built.
+//
+// Targets come packed in groups of 8 (``packed[g][t][lane]`` = coordinate t of target 8 g + lane), and
+// their number n is a multiple of 16. A tile of 6 rows x 16 targets is accumulated in 12 AVX registers:
+// s = h_j, then s = fma(x_t, y_jt, s) for t = 0, ..., d - 1: every score is rounded the same way whatever
+// the tile, the thread or the call it belongs to. Each row keeps its k best (value, column) pairs in
+// order (value descending, then column ascending: columns are visited in increasing order and a new score
+// enters only when strictly larger than the k-th, so ties keep the lowest column); a 16-target tile is
+// looked at only when one of its scores beats the row's k-th best (a vector compare), which after the
+// first targets is rare. Missing entries (fewer than k scores above -inf) are (-inf, n).
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+
+#if !defined(__AVX2__) || !defined(__FMA__)
+#error "the fused kernel needs AVX2 and FMA"
+#endif
+
+namespace {
+
+constexpr int LANES = 8;
+constexpr int ROWS = 6;  // rows per tile: 12 accumulators + 2 target vectors + 1 broadcast = 15 of 16 registers
+
+template <int K>
+struct Best {
+  float value[K];
+  int64_t column[K];
+
+  void reset(int64_t missing) {
+    for (int r = 0; r < K; ++r) { value[r] = -INFINITY; column[r] = missing; }
+  }
+  // Offer the 8 scores of one target group (columns base, ..., base + 7), in column order.
+  inline void offer(__m256 scores, int64_t base) {
+    unsigned mask = _mm256_movemask_ps(_mm256_cmp_ps(scores, _mm256_set1_ps(value[K - 1]), _CMP_GT_OQ));
+    if (!mask) return;
+    float lanes[LANES];
+    _mm256_storeu_ps(lanes, scores);
+    while (mask) {
+      int lane = __builtin_ctz(mask);
+      mask &= mask - 1;
+      float s = lanes[lane];
+      if (!(s > value[K - 1])) continue;
+      int r = K - 1;
+      while (r > 0 && s > value[r - 1]) { value[r] = value[r - 1]; column[r] = column[r - 1]; --r; }
+      value[r] = s;
+      column[r] = base + lane;
+    }
+  }
+};
+
+template <int K>
+void top_k(const float* x, int64_t m, int64_t d, const float* packed, const float* h, int64_t n,
+           float* values, int64_t* columns, int threads) {
+  const int64_t pairs = n / (2 * LANES);
+  const int64_t tiles = (m + ROWS - 1) / ROWS;
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t tile = 0; tile < tiles; ++tile) {
+    const int64_t first = tile * ROWS;
+    const float* row[ROWS];
+    Best<K> best[ROWS];
+    for (int p = 0; p < ROWS; ++p) {
+      row[p] = x + (first + p < m ? first + p : m - 1) * d;  // a short last tile repeats its last row
+      best[p].reset(n);
+    }
+    for (int64_t pair = 0; pair < pairs; ++pair) {
+      const float* y0 = packed + 2 * pair * d * LANES;
+      const float* y1 = y0 + d * LANES;
+      const __m256 h0 = _mm256_loadu_ps(h + 2 * pair * LANES), h1 = _mm256_loadu_ps(h + 2 * pair * LANES + LANES);
+      __m256 s0[ROWS], s1[ROWS];
+#pragma GCC unroll 8
+      for (int p = 0; p < ROWS; ++p) { s0[p] = h0; s1[p] = h1; }
+      for (int64_t t = 0; t < d; ++t) {
+        const __m256 u = _mm256_loadu_ps(y0 + t * LANES), v = _mm256_loadu_ps(y1 + t * LANES);
+#pragma GCC unroll 8
+        for (int p = 0; p < ROWS; ++p) {
+          const __m256 xt = _mm256_broadcast_ss(row[p] + t);
+          s0[p] = _mm256_fmadd_ps(xt, u, s0[p]);
+          s1[p] = _mm256_fmadd_ps(xt, v, s1[p]);
+        }
+      }
+#pragma GCC unroll 8
+      for (int p = 0; p < ROWS; ++p) {
+        const __m256 kth = _mm256_set1_ps(best[p].value[K - 1]);
+        if (_mm256_movemask_ps(_mm256_or_ps(_mm256_cmp_ps(s0[p], kth, _CMP_GT_OQ), _mm256_cmp_ps(s1[p], kth, _CMP_GT_OQ)))) {
+          best[p].offer(s0[p], 2 * pair * LANES);
+          best[p].offer(s1[p], 2 * pair * LANES + LANES);
+        }
+      }
+    }
+    for (int p = 0; p < ROWS && first + p < m; ++p)
+      for (int r = 0; r < K; ++r) {
+        values[(first + p) * K + r] = best[p].value[r];
+        columns[(first + p) * K + r] = best[p].column[r];
+      }
+  }
+}
+
+}  // namespace
+
+extern "C" int dpmot_top_k(const float* x, int64_t m, int64_t d, const float* packed, const float* h, int64_t n,
+                           int k, float* values, int64_t* columns, int threads) {
+  if (m <= 0) return 0;
+  if (n <= 0 || n % (2 * LANES) != 0 || d <= 0 || threads <= 0) return 1;
+  switch (k) {
+    case 1: top_k<1>(x, m, d, packed, h, n, values, columns, threads); return 0;
+    case 2: top_k<2>(x, m, d, packed, h, n, values, columns, threads); return 0;
+    case 3: top_k<3>(x, m, d, packed, h, n, values, columns, threads); return 0;
+    case 4: top_k<4>(x, m, d, packed, h, n, values, columns, threads); return 0;
+    default: return 1;
+  }
+}
