@@ -36,7 +36,7 @@ import torch
 
 SOURCE = Path(__file__).with_name("top_k.cpp")
 MAX_K = 4
-MAX_DIM = 1024  # above it BLAS's cache blocking wins (benchmarks/ot_kernel.py)
+MAX_DIM = 1024  # measured (2 threads): 1.2-1.8x the chunked kernel at d <= 512, on par at 1024, 0.74x at 3072
 LANES = 8
 TARGET_MULTIPLE = 16  # the kernel takes targets in pairs of 8-lane groups
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17")
