@@ -120,3 +120,21 @@ def test_the_kernel_refuses_mismatched_packed_targets():
     y, h = torch.randn(32, 4), torch.zeros(32)
     with pytest.raises(ValueError, match="do not match"):
         native.top_k(torch.randn(5, 4), native.pack(y[:16]), h, 1)
+
+
+def test_concurrent_first_uses_build_one_library_and_leave_no_temporary_file(tmp_path):
+    """Two processes that find no built kernel compile it at once (each under its own temporary name, then
+    an atomic rename): both use it, and the cache holds the one library and nothing half-written."""
+    if native.library() is None:
+        pytest.skip(native.status())
+    code = ("import torch; from dpmot_bench.ot import kernel, native; print(native.status()); "
+            "x, y = torch.randn(100, 5), torch.randn(64, 5); h = torch.zeros(64); "
+            "assert torch.equal(kernel.assign(x, y, h), (x.double() @ y.double().T).argmax(1))")
+    env = {**os.environ, "DPMOT_CACHE": str(tmp_path)}
+    runs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True) for _ in range(2)]
+    for run in runs:
+        out, err = run.communicate(timeout=300)
+        assert run.returncode == 0, err
+        assert out.startswith("fused kernel: built by"), out
+    assert [path.suffix for path in (tmp_path / "native").iterdir()] == [".so"]
