@@ -103,7 +103,7 @@ def library() -> ctypes.CDLL | None:
     function.restype = ctypes.c_int
     function.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
                          ctypes.c_int64, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
-    _reason = f"built by {Path(compiler).name} in {path.parent}"
+    _reason = f"built by {(version.splitlines() or [Path(compiler).name])[0]}"
     return lib
 
 
