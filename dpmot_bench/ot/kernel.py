@@ -196,7 +196,7 @@ def top_scores(x: torch.Tensor, targets: torch.Tensor, h: torch.Tensor, k: int, 
     values (any of them on ties). With fewer than k targets the missing entries are (-inf, N). Padded
     targets (:func:`padded`) have the score -inf and never come before a real one.
 
-    By the fused kernel (``native.py``: no score is written to memory) where it applies
+    By the fused kernel (``native.py``: no score matrix is written to memory) where it applies
     (``native.applies``: on the CPU in float32, N a multiple of 16, d <= ``native.MAX_DIM``; ``packed``: the
     targets in its layout, when the caller keeps them). Elsewhere chunk by chunk, by the blocked reductions above, which cost less
     with fewer ``columns`` (k = 2 with one column is :func:`best_and_second`, k <= 3 with two is

@@ -6,9 +6,11 @@
 // s = h_j, then s = fma(x_t, y_jt, s) for t = 0, ..., d - 1: every score is rounded the same way whatever
 // the tile, the thread or the call it belongs to. Each row keeps its k best (value, column) pairs in
 // order (value descending, then column ascending: columns are visited in increasing order and a new score
-// enters only when strictly larger than the k-th, so ties keep the lowest column); a 16-target tile is
-// looked at only when one of its scores beats the row's k-th best (a vector compare), which after the
-// first targets is rare. Missing entries (fewer than k scores above -inf) are (-inf, n).
+// enters only when strictly larger than the k-th, so ties keep the lowest column). The first 256 targets'
+// scores are kept, and only those at least the k-th largest of the 8 lanes' maxima are offered (the
+// others have k larger scores before them); after them, a 16-target tile is looked at only when one of
+// its scores beats the row's k-th best (a vector compare), which is rare. Missing entries (fewer than k
+// scores above -inf) are (-inf, n).
 #include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
@@ -21,14 +23,48 @@ namespace {
 
 constexpr int LANES = 8;
 constexpr int ROWS = 6;  // rows per tile: 12 accumulators + 2 target vectors + 1 broadcast = 15 of 16 registers
+constexpr int64_t WARM_PAIRS = 16;  // target pairs (256 targets) kept before the threshold test starts: measured best of 2-16
 
 template <int K>
 struct Best {
+  static_assert(K <= LANES, "the k-th largest lane maximum needs k <= 8 lanes");
   float value[K];
   int64_t column[K];
 
   void reset(int64_t missing) {
     for (int r = 0; r < K; ++r) { value[r] = -INFINITY; column[r] = missing; }
+  }
+  // The first targets' scores (columns 0, ..., count - 1, count a multiple of 8): only those at least the
+  // k-th largest of the lanes' maxima (at most the k-th largest score) can be among the k best.
+  void warm_up(const float* scores, int64_t count) {
+    __m256 lane_max = _mm256_loadu_ps(scores);
+    for (int64_t j = LANES; j < count; j += LANES) lane_max = _mm256_max_ps(lane_max, _mm256_loadu_ps(scores + j));
+    float maxima[LANES], floor[K];
+    _mm256_storeu_ps(maxima, lane_max);
+    for (int r = 0; r < K; ++r) floor[r] = -INFINITY;
+    for (int l = 0; l < LANES; ++l) {
+      float v = maxima[l];
+      if (!(v > floor[K - 1])) continue;
+      int r = K - 1;
+      while (r > 0 && v > floor[r - 1]) { floor[r] = floor[r - 1]; --r; }
+      floor[r] = v;
+    }
+    const __m256 low = _mm256_set1_ps(floor[K - 1]);
+    for (int64_t j = 0; j < count; j += LANES) {
+      unsigned mask = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(scores + j), low, _CMP_GE_OQ));
+      while (mask) {
+        int lane = __builtin_ctz(mask);
+        mask &= mask - 1;
+        insert(scores[j + lane], j + lane);
+      }
+    }
+  }
+  inline void insert(float s, int64_t at) {
+    if (!(s > value[K - 1])) return;
+    int r = K - 1;
+    while (r > 0 && s > value[r - 1]) { value[r] = value[r - 1]; column[r] = column[r - 1]; --r; }
+    value[r] = s;
+    column[r] = at;
   }
   // Offer the 8 scores of one target group (columns base, ..., base + 7), in column order.
   inline void offer(__m256 scores, int64_t base) {
@@ -39,12 +75,7 @@ struct Best {
     while (mask) {
       int lane = __builtin_ctz(mask);
       mask &= mask - 1;
-      float s = lanes[lane];
-      if (!(s > value[K - 1])) continue;
-      int r = K - 1;
-      while (r > 0 && s > value[r - 1]) { value[r] = value[r - 1]; column[r] = column[r - 1]; --r; }
-      value[r] = s;
-      column[r] = base + lane;
+      insert(lanes[lane], base + lane);
     }
   }
 };
@@ -63,6 +94,8 @@ void top_k(const float* x, int64_t m, int64_t d, const float* packed, const floa
       row[p] = x + (first + p < m ? first + p : m - 1) * d;  // a short last tile repeats its last row
       best[p].reset(n);
     }
+    const int64_t warm = pairs < WARM_PAIRS ? pairs : WARM_PAIRS;
+    float scores[ROWS][WARM_PAIRS * 2 * LANES];
     for (int64_t pair = 0; pair < pairs; ++pair) {
       const float* y0 = packed + 2 * pair * d * LANES;
       const float* y1 = y0 + d * LANES;
@@ -78,6 +111,16 @@ void top_k(const float* x, int64_t m, int64_t d, const float* packed, const floa
           s0[p] = _mm256_fmadd_ps(xt, u, s0[p]);
           s1[p] = _mm256_fmadd_ps(xt, v, s1[p]);
         }
+      }
+      if (pair < warm) {
+#pragma GCC unroll 8
+        for (int p = 0; p < ROWS; ++p) {
+          _mm256_storeu_ps(scores[p] + 2 * pair * LANES, s0[p]);
+          _mm256_storeu_ps(scores[p] + 2 * pair * LANES + LANES, s1[p]);
+        }
+        if (pair + 1 == warm)
+          for (int p = 0; p < ROWS; ++p) best[p].warm_up(scores[p], 2 * warm * LANES);
+        continue;
       }
 #pragma GCC unroll 8
       for (int p = 0; p < ROWS; ++p) {

@@ -61,12 +61,12 @@ def _kernel_markdown(kernel: pd.DataFrame) -> str:
             f"GFLOP/s = 2MNd / time; the square GEMM ({int(gemm['M'].iloc[0])}²) runs at "
             f"{float(gemm['gflops'].iloc[0]):.1f} GFLOP/s in the same run. `chunked` is the torch kernel (BLAS "
             "products into a reused buffer, then blocked reductions); `fused` the compiled kernel of "
-            "`ot/native.py`, which writes no score to memory and is the default where it is built; the goals "
+            "`ot/native.py`, which writes no score matrix to memory and is the default where it is built; the goals "
             "and the speed-up are the default kernel's (column `kernel`).\n\n")
     if "scores-only" in table:
         text += ("`scores-only` is the chunked kernel's matrix products alone, without the argmax: the chunked "
                  "kernel cannot beat it, so `scores_only_vs_naive` bounds what it could gain over the naive "
-                 "expression here (the fused kernel writes no scores and is not so bounded).\n\n")
+                 "expression here (the fused kernel writes no score matrix and is not so bounded).\n\n")
     text += markdown_table(table.rename(columns={"naive": "naive GFLOP/s", "chunked": "chunked GFLOP/s",
                                                  "fused": "fused GFLOP/s", "scores-only": "scores-only GFLOP/s"}))
     memory = kernel[kernel["method"].astype(str).str.startswith("memory-")]
