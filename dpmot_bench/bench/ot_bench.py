@@ -67,6 +67,10 @@ def _naive(x, y, h):
     return (x @ y.T + h).argmax(1)
 
 
+#: ``kernel.assign`` by the chunked torch kernel, even where the fused one is built (for comparisons).
+chunked_assign = native.disabled()(kernel.assign)
+
+
 def kernel_benchmark(suite: str = "quick", device: str = "cpu", progress: bool = False) -> list[dict]:
     """The assignment kernels (chunked torch, and fused where built) vs square GEMM and naive argmax. Goals
     (issues 3, 15): >= 80% of the square GEMM's FLOP/s at d >= 256; >= 4x the naive expression at d <= 64;
@@ -93,8 +97,7 @@ def kernel_benchmark(suite: str = "quick", device: str = "cpu", progress: bool =
         h = torch.randn(n, generator=g, device=device)
         useful = 2 * m * n * d
         naive = _best_time(lambda: _naive(x, y, h), repeats)
-        with native.disabled():
-            chunked = _best_time(lambda: kernel.assign(x, y, h), repeats)
+        chunked = _best_time(lambda: chunked_assign(x, y, h), repeats)
         # The fused kernel (native.py) where it is built: kernel.assign's default on the CPU.
         fused = _best_time(lambda: kernel.assign(x, y, h), repeats) if fused_built and d <= native.MAX_DIM else None
         # The chunked kernel's own matrix products without the argmax: what any kernel computing every
@@ -110,11 +113,6 @@ def kernel_benchmark(suite: str = "quick", device: str = "cpu", progress: bool =
     # kernel has none.
     d = 16
     y, h = torch.randn(n, d, generator=g, device=device), torch.randn(n, generator=g, device=device)
-
-    def chunked_assign(x, y, h):
-        with native.disabled():
-            return kernel.assign(x, y, h)
-
     # Every kernel run before any naive one: memory the naive runs free would hide the kernels'.
     methods = (("fused", kernel.assign),) if fused_built else ()
     for method, fn in methods + (("chunked", chunked_assign), ("naive", _naive)):

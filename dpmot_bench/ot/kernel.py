@@ -198,14 +198,14 @@ def top_scores(x: torch.Tensor, targets: torch.Tensor, h: torch.Tensor, k: int, 
 
     By the fused kernel (``native.py``: no score matrix is written to memory) where it applies
     (``native.applies``: on the CPU in float32, N a multiple of 16, d <= ``native.MAX_DIM``; ``packed``: the
-    targets in its layout, when the caller keeps them). Elsewhere chunk by chunk, by the blocked reductions above, which cost less
-    with fewer ``columns`` (k = 2 with one column is :func:`best_and_second`, k <= 3 with two is
+    targets in its layout, when the caller keeps them). Elsewhere chunk by chunk, by the blocked reductions
+    above, which cost less with fewer ``columns`` (k = 2 with one column is :func:`best_and_second`, k <= 3 with two is
     :func:`best_runner_and_third`). The two kernels round the scores differently (fused multiply-adds in
     order, or BLAS): they may disagree where scores tie within float32 rounding, and a solver keeps one.
     """
     columns = k if columns is None else columns
     if native.applies(targets, k):
-        values, index = native.top_k(x.to(torch.float32), native.pack(targets) if packed is None else packed, h, k)
+        values, index = native.top_k(x, native.pack(targets) if packed is None else packed, h, k)
         return values, index[:, :columns]
     m, n = x.shape[0], targets.shape[0]
     if 0 < m < MIN_CHUNK_ROWS:  # see MIN_CHUNK_ROWS: a few rows alone may be rounded otherwise

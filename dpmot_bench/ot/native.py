@@ -148,10 +148,10 @@ def top_k(x: torch.Tensor, packed: torch.Tensor, h: torch.Tensor, k: int) -> tup
     h = h.to(torch.float32).contiguous()
     m, d = x.shape
     n = h.shape[0]
-    values = torch.empty(m, k, dtype=torch.float32)
-    columns = torch.empty(m, k, dtype=torch.int64)
     if packed.shape != (n // LANES, d, LANES):
         raise ValueError(f"packed targets of shape {tuple(packed.shape)} do not match {n} weights in {d} dimensions")
+    values = torch.empty(m, k, dtype=torch.float32)
+    columns = torch.empty(m, k, dtype=torch.int64)
     failed = library().dpmot_top_k(x.data_ptr(), m, d, packed.data_ptr(), h.data_ptr(), n, k,
                                    values.data_ptr(), columns.data_ptr(), torch.get_num_threads())
     if failed:
