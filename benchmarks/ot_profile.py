@@ -3,7 +3,7 @@ reported by the cumulative time of the function that does it (a part's time incl
 the parts are disjoint): drawing source points, hard passes (full ones, scoring every point, and moves of
 the kept winners), entropic passes and Hessians, the facet Jacobian, the linear solves, the refill of
 empty cells, and the independent check. Gaussian source, N standard Gaussian targets, uniform weights,
-no warm-up (as ``ot_solvers.py``).
+the default options (as ``ot_solvers.py``).
 
     python benchmarks/ot_profile.py --suite quick|full --out FILE.csv [--device cpu|cuda]
 
@@ -37,7 +37,7 @@ def profile_rows(suite: str = "quick", device: str = "cpu", progress: bool = Fal
     rows = []
     for n, d, final in plans:
         targets = torch.randn(n, d, generator=torch.Generator().manual_seed(1)).to(device)
-        options = {"first_smoothing": None, **({"n_samples": final * n} if final else {})}
+        options = {"n_samples": final * n} if final else {}
         profiler = cProfile.Profile()
         start = time.perf_counter()
         profiler.enable()

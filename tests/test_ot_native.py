@@ -65,7 +65,7 @@ def _check_top(x, y, h, k, values, columns):
 @pytest.mark.parametrize("path", PATHS)
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2**16), m=st.integers(1, 200), n=st.sampled_from([1, 2, 3, 5, 16, 17, 64, 100, 333]),
-       d=st.integers(1, 40), k=st.integers(1, 4), ranks=st.integers(0, 4), levels=st.sampled_from([1, 2, 50]))
+       d=st.integers(1, 40), k=st.integers(1, 8), ranks=st.integers(0, 8), levels=st.sampled_from([1, 2, 50]))
 def test_top_scores_are_the_exact_top_k_with_the_lowest_index_first(path, seed, m, n, d, k, ranks, levels):
     """Padded like every caller pads (kernel.padded: -inf weights), with many exact ties at levels 1-2, and
     every number of columns asked for (each a different torch reduction)."""

@@ -11,7 +11,7 @@ import itertools
 import torch
 
 from .distributed import all_reduce_sum_
-from .kernel import chunk_rows, softmax_, topk_softmax
+from .kernel import chunk_rows
 from .problem import Problem, point_blocks
 
 
@@ -63,26 +63,17 @@ class PairSum:
 
 class HessianSum:
     """The Hessian of the entropic semi-dual on a sample, ``H = (1 / (tau n)) sum_x (diag(p) - p p^T)``,
-    ``p(x) = softmax(s(x) / tau)`` over each point's best targets, accumulated chunk by chunk (a
-    :class:`PairSum`): densely (and summed over processes) when N <= ``dense_limit``, else as a sparse COO
-    tensor. As tau -> 0 it tends to the hard Hessian (mu-weighted facet areas over target distances,
-    Kitagawa-Merigot-Thibert 2019)."""
+    ``p(x) = softmax(s(x) / tau)`` over each point's k best targets, accumulated block by block (a
+    :class:`PairSum`: dense, and summed over processes, or sparse COO). As tau -> 0 it tends to the hard
+    Hessian (mu-weighted facet areas over target distances, Kitagawa-Merigot-Thibert 2019)."""
 
-    def __init__(self, n_targets: int, device: torch.device, dense_limit: int = 4096):
-        self.n, self.dense = n_targets, n_targets <= dense_limit
-        self.sum = PairSum(n_targets, device, self.dense)
+    def __init__(self, n_targets: int, device: torch.device, dense: bool):
+        self.n, self.dense = n_targets, dense
+        self.sum = PairSum(n_targets, device, dense)
         self.matrix: torch.Tensor | None = None
 
-    def add(self, p: torch.Tensor, index: torch.Tensor | None) -> None:
-        """Add softmax rows: p (m, N) over all targets (``index`` None; dense only; p is overwritten), or
-        p (m, k) over the targets ``index`` (m, k)."""
-        if index is None:
-            # Softmax entries below float32's smallest normal number are subnormal, and a GEMM over them runs
-            # ~20x slower on CPUs; their terms in H are below 1e-38, so they are dropped.
-            p.masked_fill_(p < torch.finfo(p.dtype).tiny, 0)
-            matrix = self.sum.flat.view(self.n, self.n)
-            matrix.sub_((p.T @ p).double()).diagonal().add_(p.sum(0, dtype=torch.float64))
-            return
+    def add(self, p: torch.Tensor, index: torch.Tensor) -> None:
+        """Add softmax rows p (m, k) over the targets ``index`` (m, k)."""
         p = p.double()
         k = index.shape[1]
         entries = (torch.diag_embed(p) - p[:, :, None] * p[:, None, :]).flatten()
@@ -99,14 +90,13 @@ class HessianSum:
         return self.matrix
 
     @classmethod
-    def on_points(cls, problem: Problem, x, h: torch.Tensor, tau: float, k: int | None) -> torch.Tensor:
+    def on_points(cls, problem: Problem, x, h: torch.Tensor, tau: float, k: int, dense: bool) -> torch.Tensor:
         """The Hessian of the points x (a tensor, or a :class:`~dpmot_bench.ot.problem.Head`, streamed; held
-        by every process), over each point's k best targets or all."""
-        hessian = cls(problem.targets.shape[0], problem.device)
+        by every process) over each point's k best targets (``Scoring.soft_top``), dense or sparse."""
+        hessian = cls(problem.targets.shape[0], problem.device, dense)
         n, blocks = point_blocks(x)
         for block in blocks:
-            for _, scores in problem.scoring.chunks(block, h):
-                hessian.add(*(topk_softmax(scores, tau, k) if k else (softmax_(scores, tau), None)))
+            hessian.add(*problem.scoring.soft_top(block, h, tau, k)[:2])
         return hessian.finish(1 / (tau * n), reduce=False)
 
 
@@ -116,7 +106,8 @@ def median_gap(problem: Problem, x, h: torch.Tensor) -> float:
     gaps, left = [], QUANTILE_POINTS
     for block in point_blocks(x)[1]:
         block = block[:left]
-        gaps += [scores.topk(2, dim=1).values.diff(dim=1).neg() for _, scores in problem.scoring.chunks(block, h)]
+        values = problem.scoring.top(block, h, 2, columns=0)[0]
+        gaps.append(values[:, 0] - values[:, 1])
         left -= block.shape[0]
         if left <= 0:
             break
@@ -137,7 +128,9 @@ def newton_direction(hessian: torch.Tensor, g: torch.Tensor, damping: float, flo
     level = float(positive.median()) if positive.numel() else 1.0
     regulariser = damping * diagonal + (floor * level - diagonal).clamp_min(0) + shift * level
     if not hessian.is_sparse:
-        step = _cholesky_solve(hessian + torch.diag(regulariser), g, level)
+        regularised = hessian.clone()
+        regularised.diagonal().add_(regulariser)
+        step = _cholesky_solve(regularised, g, level)
     else:
         step = _conjugate_gradients(lambda v: hessian @ v + regulariser * v, g, diagonal + regulariser)
     return step - step.mean()
@@ -199,7 +192,10 @@ def facet_chunks(problem: Problem, x, h: torch.Tensor, k: int = 4, skip: int = 0
     n_targets, dim = problem.targets.shape
     k = min(k, n_targets)
     h64 = h.double()
-    rows = max(64, min(chunk_rows(n_targets), FACET_BYTES // (8 * k * dim)))
+    rows = FACET_BYTES // (8 * k * dim)
+    if problem.scoring.packed is None:  # the torch kernel writes a chunk of scores: bound it as well
+        rows = min(rows, chunk_rows(n_targets))
+    rows = max(64, rows)
     for block in point_blocks(x)[1]:
         if skip >= block.shape[0]:
             skip -= block.shape[0]

@@ -300,10 +300,3 @@ def soft_masses(x: torch.Tensor, targets: torch.Tensor, h: torch.Tensor, tau: fl
     for _, scores in score_chunks(x, targets, h, rows):
         total += softmax_(scores, tau).sum(dim=0, dtype=torch.float64)
     return total
-
-
-def topk_softmax(scores: torch.Tensor, tau: float, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k largest softmax(s / tau) entries of each row and their columns: the sparse part of the
-    softmax that matters when the neglected terms ``exp(-(s_max - s_k) / tau)`` are negligible."""
-    values, index = scores.topk(min(k, scores.shape[1]), dim=1)
-    return torch.softmax((values - values[:, :1]) / tau, dim=1), index

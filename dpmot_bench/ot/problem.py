@@ -28,7 +28,7 @@ import torch
 
 from ..errors import unknown_name
 from .distributed import all_reduce_sum_, rank_and_world
-from .kernel import ARGMAX_BLOCK, chunk_rows, score_chunks, softmax_, top_scores
+from .kernel import ARGMAX_BLOCK, top_scores
 from . import native, sampling
 from .sampling import SourceSample
 from .sources import Source
@@ -90,15 +90,6 @@ class Scoring:
         x = x.to(device=self.targets.device, dtype=torch.float32)
         return x - self.origin if self.origin != 0 else x
 
-    def chunks(self, x: torch.Tensor, h: torch.Tensor, hard: bool = False, rows: int | None = None,
-               buffer: torch.Tensor | None = None) -> Iterator[tuple[int, torch.Tensor]]:
-        """``kernel.score_chunks`` of the centred scores of the rows of x: over all N' padded targets with
-        ``hard`` (for argmax), else over the N real ones. The scores differ from ``<x, y_i> + h_i`` by
-        ``<x, c>``, the same for every i."""
-        targets = self.targets if hard else self.targets[:self.n]
-        h32 = self.scores_h(h, hard)
-        return score_chunks(self.points(x), targets, h32, rows=rows, buffer=buffer)
-
     @functools.cached_property
     def packed(self) -> torch.Tensor | None:
         """The padded targets in the fused kernel's layout (``native.pack``), when it applies."""
@@ -109,6 +100,15 @@ class Scoring:
         largest and the columns of the first ``columns``; columns >= n are padded targets (fewer than k
         real ones)."""
         return top_scores(self.points(x), self.targets, self.scores_h(h, hard=True), k, columns, packed=self.packed)
+
+    def soft_top(self, x: torch.Tensor, h: torch.Tensor, tau: float, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The entropic weights of the rows of x over their k best targets (by :meth:`top`): ``p =
+        softmax(s / tau)`` over the k largest centred scores (m, k; float64), their columns (m, k), and the
+        centred potential ``tau log sum exp(s / tau)`` over them (m,; float64). The other targets, left out,
+        weigh less than ``exp(-(s_1 - s_k) / tau)`` each."""
+        values, index = self.top(x, h, min(k, self.n))
+        shifted = (values - values[:, :1]).double().div_(tau)
+        return torch.softmax(shifted, dim=1), index, values[:, 0].double() + tau * torch.logsumexp(shifted, dim=1)
 
     def row_constant(self, x: torch.Tensor) -> torch.Tensor:
         """``<x, c>`` (float64): what the centred scores of x lack."""
@@ -195,39 +195,28 @@ def point_blocks(points) -> tuple[int, Iterator[torch.Tensor]]:
     return points.n, points.blocks()
 
 
-def sample_masses(problem: Problem, sample, h: torch.Tensor, tau: float = 0.0, k: int | None = None,
+def sample_masses(problem: Problem, sample, h: torch.Tensor, tau: float = 0.0, k: int = 8,
                   with_potential: bool = False):
     """Cell masses on ``sample`` (float64, summed over processes): hard counts / n when ``tau == 0``, else
-    the mean of ``softmax(s(x) / tau)``: over all targets (``k`` None), or over each point's ``k`` best (the
-    others weigh less than ``exp(-(s_1 - s_k) / tau)` each). With ``with_potential`` also the sample mean
-    of the potential, ``max_j s_j`` or ``tau log sum_j exp(s_j / tau)`` (the first term of the energy).
-    Streams the sample's blocks: the extra memory is one block and one score buffer (none for hard masses
-    by the fused kernel)."""
+    the mean of ``softmax(s(x) / tau)`` over each point's ``k`` best targets (``Scoring.soft_top``: the
+    others weigh less than ``exp(-(s_1 - s_k) / tau)`` each). With ``with_potential`` also the sample mean
+    of the potential, ``max_j s_j`` or ``tau log sum_j exp(s_j / tau)`` over those k (the first term of the
+    energy, whose gradient these masses are). Streams the sample's blocks: the extra memory is one block
+    and its k best scores (the fused kernel writes no score matrix)."""
     scoring, n_targets = problem.scoring, problem.targets.shape[0]
     total = torch.zeros(n_targets + 1, dtype=torch.float64, device=problem.device)  # masses, then potential
-    buffer = None if tau == 0 else torch.empty(chunk_rows(n_targets), n_targets, dtype=torch.float32, device=problem.device)
     for block in sample.blocks():
         if with_potential:
             total[-1] += scoring.row_constant(block).sum()
         if tau == 0:
             best, columns = scoring.top(block, h, 1)
             total[:-1] += torch.bincount(columns[:, 0], minlength=scoring.targets.shape[0])[:n_targets]
-            if with_potential:
-                total[-1] += best.sum(dtype=torch.float64)
-            continue
-        for _, scores in scoring.chunks(block, h, rows=buffer.shape[0], buffer=buffer):
-            if k is None:
-                best = scores.amax(dim=1, keepdim=True)
-                sums = torch.empty_like(best)
-                total[:-1] += softmax_(scores, tau, sums).sum(0, dtype=torch.float64)
-                potential = best.double() + tau * sums.double().log()
-            else:
-                top = scores.topk(min(k, n_targets), dim=1)
-                p = torch.softmax((top.values - top.values[:, :1]).double() / tau, dim=1)
-                total.index_add_(0, top.indices.flatten(), p.flatten())
-                potential = tau * torch.logsumexp(top.values.double() / tau, dim=1)
-            if with_potential:
-                total[-1] += potential.sum(dtype=torch.float64)
+            potential = best[:, 0].double()
+        else:
+            p, index, potential = scoring.soft_top(block, h, tau, k)
+            total.index_add_(0, index.flatten(), p.flatten())
+        if with_potential:
+            total[-1] += potential.sum()
     total = all_reduce_sum_(total) / sample.n
     return (total[:-1], float(total[-1])) if with_potential else total[:-1]
 

@@ -1,4 +1,4 @@
-// The fused assignment kernel of dpmot_bench.ot.native: the k <= 4 largest scores s_ij = h_j + <x_i, y_j>
+// The fused assignment kernel of dpmot_bench.ot.native: the k <= 8 largest scores s_ij = h_j + <x_i, y_j>
 // of every row, without writing the scores to memory. See native.py for why it exists and how it is built.
 //
 // Targets come packed in groups of 8 (``packed[g][t][lane]`` = coordinate t of target 8 g + lane), and
@@ -150,6 +150,10 @@ extern "C" int dpmot_top_k(const float* x, int64_t m, int64_t d, const float* pa
     case 2: top_k<2>(x, m, d, packed, h, n, values, columns, threads); return 0;
     case 3: top_k<3>(x, m, d, packed, h, n, values, columns, threads); return 0;
     case 4: top_k<4>(x, m, d, packed, h, n, values, columns, threads); return 0;
+    case 5: top_k<5>(x, m, d, packed, h, n, values, columns, threads); return 0;
+    case 6: top_k<6>(x, m, d, packed, h, n, values, columns, threads); return 0;
+    case 7: top_k<7>(x, m, d, packed, h, n, values, columns, threads); return 0;
+    case 8: top_k<8>(x, m, d, packed, h, n, values, columns, threads); return 0;
     default: return 1;
   }
 }
