@@ -376,3 +376,31 @@ def test_the_ot_section_shows_the_d3072_solver_and_memory_rows_when_a_full_run_h
     assert "Solvers at d = 3072" in text and "| 2000 | random | adam-mc | – | 4.5 |" in text
     assert "flat in the points" in text and "| 2000 | 3072 | 8192 | 2 | 567 | 13.9 |" in text
     assert "Solvers at d = 3072" not in _scale_markdown(pd.DataFrame(rows[2:]))
+
+
+@given(errors=st.lists(st.sampled_from([0.01, 0.0105, 0.02, 0.5, 1.0]), min_size=1, max_size=60),
+       every=st.integers(1, 12), slack=st.sampled_from([1.0, 1.1, 1.5]))
+def test_refined_snapshots_find_the_first_time_at_the_compared_accuracy(errors, every, slack):
+    """A curve of l1 errors, one per snapshot, measured coarsely (every ``every``-th and the last): the
+    measured set holds every coarse snapshot, and its first within ``slack`` x the coarse best is the
+    curve's first there (what measuring every snapshot finds), with no other snapshot measured after it."""
+    from unittest import mock
+
+    from dpmot_bench.bench import ot_bench
+
+    calls = []
+
+    def evaluate(problem, h, n_eval):
+        calls.append(int(h))
+        return {"exact_l1_mass_error": errors[int(h)], "exact_max_rel_mass_error": 0.0}
+
+    snapshots = [(i, float(i), 0, np.array(i)) for i in range(len(errors))]
+    coarse = [i % every == 0 or i == len(errors) - 1 for i in range(len(errors))]
+    with mock.patch.object(ot_bench, "_evaluate", evaluate):
+        measured = [snapshot[0] for snapshot, _ in ot_bench._refined(None, snapshots, coarse, 0, slack)]
+    assert measured == sorted(measured) and len(calls) == len(set(calls)) == len(measured)
+    assert {i for i, keep in enumerate(coarse) if keep} <= set(measured)
+    level = slack * min(e for e, keep in zip(errors, coarse) if keep)
+    first = next(i for i, e in enumerate(errors) if e <= level)
+    assert next(i for i in measured if errors[i] <= level) == first
+    assert all(coarse[i] for i in measured if i > first)

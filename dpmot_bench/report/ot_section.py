@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..bench.ot_bench import _accuracy, _curve, _seconds_to_l1, time_to_accuracy
+from ..bench.ot_bench import SAME_ACCURACY_SLACK, _accuracy, _curve, _seconds_to_l1, time_to_accuracy
 from ..ot import DEFAULT_SOLVER, GaussianSource, chosen_solver
 from ..render import markdown_table, plt, save, sns
 
@@ -25,7 +25,8 @@ def _pass_note(rows: list[dict], d: int) -> str:
             "quasi-Monte-Carlo points gain little on cell indicators in this dimension.")
 
 
-def _same_accuracy(rows: list[dict], other: str, ours_name: str, d: int, best_l1: float, slack: float = 1.1) -> str:
+def _same_accuracy(rows: list[dict], other: str, ours_name: str, d: int, best_l1: float,
+                   slack: float = SAME_ACCURACY_SLACK) -> str:
     """``ours_name`` against ``other`` at one accuracy both reach: the first solver times at which each has
     l1 <= ``slack`` times other's best. Not other's best itself: a slow solver spends most of its time on
     the last few percent of its plateau, and measured there every ratio would look large."""
