@@ -382,7 +382,7 @@ def test_the_ot_section_shows_the_d3072_solver_and_memory_rows_when_a_full_run_h
        every=st.integers(1, 12), slack=st.sampled_from([1.0, 1.1, 1.5]))
 def test_refined_snapshots_find_the_first_time_at_the_compared_accuracy(errors, every, slack):
     """A curve of l1 errors, one per snapshot, measured coarsely (every ``every``-th and the last): the
-    measured set holds every coarse snapshot, and its first within ``slack`` x the coarse best is the
+    measured set holds every coarse snapshot, and its first within ``slack`` x the best measured is the
     curve's first there (what measuring every snapshot finds), with no other snapshot measured after it."""
     from unittest import mock
 
@@ -400,7 +400,7 @@ def test_refined_snapshots_find_the_first_time_at_the_compared_accuracy(errors, 
         measured = [snapshot[0] for snapshot, _ in ot_bench._refined(None, snapshots, coarse, 0, slack)]
     assert measured == sorted(measured) and len(calls) == len(set(calls)) == len(measured)
     assert {i for i, keep in enumerate(coarse) if keep} <= set(measured)
-    level = slack * min(e for e, keep in zip(errors, coarse) if keep)
+    level = slack * min(errors[i] for i in measured)
     first = next(i for i, e in enumerate(errors) if e <= level)
     assert next(i for i in measured if errors[i] <= level) == first
     assert all(coarse[i] for i in measured if i > first)

@@ -285,20 +285,22 @@ def _solver_row(solver: str, n_targets: int, d: int, suite: str, snapshot: tuple
 def _refined(problem: Problem, snapshots: list, coarse: list[bool], n_eval: int,
              slack: float = SAME_ACCURACY_SLACK) -> list[tuple[tuple, dict]]:
     """``(snapshot, its errors)`` of the ``coarse`` snapshots, and of as many others as it takes to find the
-    first snapshot with l1 <= ``slack`` x the best coarse l1, the accuracy the report compares solvers at:
-    every snapshot before the first coarse one within it is measured in time order until one is. So that
-    first time is exact to the snapshots, not to the coarse ones only (10x sparser in iterations, more in
-    time as a solver's batch grows), for the price of those measurements (a pass over ``n_eval`` points
-    each)."""
+    first snapshot with l1 <= ``slack`` x the best measured l1, the accuracy the report compares solvers at:
+    the snapshots before the first measured one within it are measured in time order (the level falls
+    when one of them is the new best) until none is left. So that first time is exact to the snapshots, not
+    to the coarse ones only (10x sparser in iterations, more in time as a solver's batch grows), for the
+    price of those measurements (a pass over ``n_eval`` points each)."""
     measured = {i: _evaluate(problem, snapshots[i][3], n_eval) for i, keep in enumerate(coarse) if keep}
-    finite = [_accuracy(errors)[0] for errors in measured.values() if math.isfinite(_accuracy(errors)[0])]
-    if finite:
+    while True:
+        finite = [_accuracy(errors)[0] for errors in measured.values() if math.isfinite(_accuracy(errors)[0])]
+        if not finite:
+            break
         level = slack * min(finite)
-        for i in range(next(i for i in sorted(measured) if _accuracy(measured[i])[0] <= level)):
-            if i not in measured:
-                measured[i] = _evaluate(problem, snapshots[i][3], n_eval)
-                if _accuracy(measured[i])[0] <= level:
-                    break
+        hit = next(i for i in sorted(measured) if _accuracy(measured[i])[0] <= level)
+        left = next((i for i in range(hit) if i not in measured), None)
+        if left is None:
+            break
+        measured[left] = _evaluate(problem, snapshots[left][3], n_eval)
     return [(snapshots[i], measured[i]) for i in sorted(measured)]
 
 
