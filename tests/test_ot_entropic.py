@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from dpmot_bench.ot import GaussianSource, kernel
-from dpmot_bench.ot.curvature import HessianSum
+from dpmot_bench.ot.curvature import entropic_hessian
 from dpmot_bench.ot.problem import HeldSample, Problem, sample_masses
 from .test_ot_native import PATHS, using
 
@@ -61,7 +61,7 @@ def test_the_masses_are_the_gradient_of_the_potential_and_the_hessian_their_deri
     tau, k, step = 0.4, 8, 1e-3
     with using(path):
         masses = sample_masses(problem, held, h, tau, k)
-        hessian = HessianSum.on_points(problem, torch.cat(list(held.blocks())), h, tau, k, dense=True)
+        hessian = entropic_hessian(problem, torch.cat(list(held.blocks())), h, tau, k, dense=True)
         for j in range(8):
             e = torch.zeros(8, dtype=torch.float64)
             e[j] = step

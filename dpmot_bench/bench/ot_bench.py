@@ -233,6 +233,7 @@ def solver_benchmark(suite: str = "quick", device: str = "cpu", progress: bool =
     plans = [(d, solver) for d in ((2,) if quick else (2, 16))
              for solver in (("exact-2d",) if d == 2 else ()) + ("newton-qmc", "adam-mc", "pot-asgd")]
     for d, solver in tqdm(plans, disable=not progress, desc="solvers", leave=False):
+        coarse = None  # every snapshot measured (adam-mc's: see there)
         g = torch.Generator().manual_seed(1)
         targets = torch.randn(n_targets, d, generator=g).to(device)
         weights = torch.full((n_targets,), 1 / n_targets, dtype=torch.float64, device=device)
@@ -258,9 +259,7 @@ def solver_benchmark(suite: str = "quick", device: str = "cpu", progress: bool =
                                     lambda state, log: (it := state["iteration"]) & (it - 1) == 0 or it % 10 == 0)
             coarse = [(it := snapshot[0]) & (it - 1) == 0 or it % 100 == 0 for snapshot in snapshots]
             coarse[-1] = True
-            for snapshot, evaluation in _refined(problem, snapshots, coarse, n_eval):
-                rows.append(_solver_row(solver, n_targets, d, suite, snapshot, evaluation))
-            continue
+            extra = {}
         else:
             n_source = 20 * n_targets if quick else 32 * n_targets
             # 1, 2, 5 per decade (each count is a run of its own): with decades alone, the first time POT
@@ -270,26 +269,22 @@ def solver_benchmark(suite: str = "quick", device: str = "cpu", progress: bool =
             reg = 0.01
             snapshots, lr = _pot_asgd(problem, n_source, reg, iterations=counts, tune_iterations=10**(top - 1))
             extra = {"pot_reg": reg, "pot_lr": lr}
-        for snapshot in snapshots:
-            measured = {**extra, **_evaluate(problem, snapshot[3], n_eval)}
-            rows.append(_solver_row(solver, n_targets, d, suite, snapshot, measured))
+        for (iteration, seconds, samples, _), errors in _refined(problem, snapshots, coarse, n_eval):
+            rows.append({"solver": solver, "N": n_targets, "d": d, "iteration": iteration, "seconds": seconds,
+                         "source_samples": samples, "threads": torch.get_num_threads(), "suite": suite,
+                         **extra, **errors})
     return rows
 
 
-def _solver_row(solver: str, n_targets: int, d: int, suite: str, snapshot: tuple, measured: dict) -> dict:
-    iteration, seconds, samples, _ = snapshot
-    return {"solver": solver, "N": n_targets, "d": d, "iteration": iteration, "seconds": seconds,
-            "source_samples": samples, "threads": torch.get_num_threads(), "suite": suite, **measured}
-
-
-def _refined(problem: Problem, snapshots: list, coarse: list[bool], n_eval: int,
+def _refined(problem: Problem, snapshots: list, coarse: list[bool] | None, n_eval: int,
              slack: float = SAME_ACCURACY_SLACK) -> list[tuple[tuple, dict]]:
-    """``(snapshot, its errors)`` of the ``coarse`` snapshots, and of as many others as it takes to find the
-    first snapshot with l1 <= ``slack`` x the best measured l1, the accuracy the report compares solvers at:
-    the snapshots before the first measured one within it are measured in time order (the level falls
-    when one of them is the new best) until none is left. So that first time is exact to the snapshots, not
-    to the coarse ones only (10x sparser in iterations, more in time as a solver's batch grows), for the
-    price of those measurements (a pass over ``n_eval`` points each)."""
+    """``(snapshot, its errors)`` of the ``coarse`` snapshots (None: all of them), and of as many others as
+    it takes to find the first snapshot with l1 <= ``slack`` x the best measured l1, the accuracy the report
+    compares solvers at: the snapshots before the first measured one within it are measured in time order
+    (the level falls when one of them is the new best) until none is left. So that first time is exact to
+    the snapshots, not to the coarse ones only (10x sparser in iterations, more in time as a solver's batch
+    grows), for the price of those measurements (a pass over ``n_eval`` points each)."""
+    coarse = [True] * len(snapshots) if coarse is None else coarse
     measured = {i: _evaluate(problem, snapshots[i][3], n_eval) for i, keep in enumerate(coarse) if keep}
     while True:
         finite = [_accuracy(errors)[0] for errors in measured.values() if math.isfinite(_accuracy(errors)[0])]

@@ -10,7 +10,6 @@ import itertools
 
 import torch
 
-from .distributed import all_reduce_sum_
 from .kernel import chunk_rows
 from .problem import Problem, point_blocks
 
@@ -61,43 +60,24 @@ class PairSum:
         return self.running
 
 
-class HessianSum:
-    """The Hessian of the entropic semi-dual on a sample, ``H = (1 / (tau n)) sum_x (diag(p) - p p^T)``,
-    ``p(x) = softmax(s(x) / tau)`` over each point's k best targets, accumulated block by block (a
-    :class:`PairSum`: dense, and summed over processes, or sparse COO). As tau -> 0 it tends to the hard
-    Hessian (mu-weighted facet areas over target distances, Kitagawa-Merigot-Thibert 2019)."""
-
-    def __init__(self, n_targets: int, device: torch.device, dense: bool):
-        self.n, self.dense = n_targets, dense
-        self.sum = PairSum(n_targets, device, dense)
-        self.matrix: torch.Tensor | None = None
-
-    def add(self, p: torch.Tensor, index: torch.Tensor) -> None:
-        """Add softmax rows p (m, k) over the targets ``index`` (m, k)."""
-        p = p.double()
-        k = index.shape[1]
-        entries = (torch.diag_embed(p) - p[:, :, None] * p[:, None, :]).flatten()
-        rows, cols = index[:, :, None].expand(-1, -1, k).flatten(), index[:, None, :].expand(-1, k, -1).flatten()
-        self.sum.add(rows, cols, entries)
-
-    def finish(self, scale: float, reduce: bool) -> torch.Tensor:
-        """The Hessian: the sum times ``scale`` (summed over processes first when ``reduce``)."""
-        total = self.sum.total()
-        if self.dense:
-            self.matrix = (all_reduce_sum_(total) if reduce else total) * scale
-        else:  # sparse sums stay per process: computed on points every process holds
-            self.matrix = (total * scale).coalesce()
-        return self.matrix
-
-    @classmethod
-    def on_points(cls, problem: Problem, x, h: torch.Tensor, tau: float, k: int, dense: bool) -> torch.Tensor:
-        """The Hessian of the points x (a tensor, or a :class:`~dpmot_bench.ot.problem.Head`, streamed; held
-        by every process) over each point's k best targets (``Scoring.soft_top``), dense or sparse."""
-        hessian = cls(problem.targets.shape[0], problem.device, dense)
-        n, blocks = point_blocks(x)
-        for block in blocks:
-            hessian.add(*problem.scoring.soft_top(block, h, tau, k)[:2])
-        return hessian.finish(1 / (tau * n), reduce=False)
+def entropic_hessian(problem: Problem, x, h: torch.Tensor, tau: float, k: int, dense: bool) -> torch.Tensor:
+    """The Hessian of the entropic semi-dual on the points x (a tensor, or a
+    :class:`~dpmot_bench.ot.problem.Head`, streamed; held by every process), ``H = (1 / (tau n)) sum_x
+    (diag(p) - p p^T)``, ``p(x) = softmax(s(x) / tau)`` over each point's k best targets
+    (``Scoring.soft_top``), summed block by block in a :class:`PairSum`: dense, or sparse COO. As tau -> 0
+    it tends to the hard Hessian (mu-weighted facet areas over target distances, Kitagawa-Merigot-Thibert
+    2019)."""
+    n_targets = problem.targets.shape[0]
+    total = PairSum(n_targets, problem.device, dense)
+    n, blocks = point_blocks(x)
+    for block in blocks:
+        p, index, _ = problem.scoring.soft_top(block, h, tau, k)
+        width = index.shape[1]
+        rows = index[:, :, None].expand(-1, -1, width).flatten()
+        cols = index[:, None, :].expand(-1, width, -1).flatten()
+        total.add(rows, cols, (torch.diag_embed(p) - p[:, :, None] * p[:, None, :]).flatten())
+    hessian = total.total() * (1 / (tau * n))
+    return hessian if dense else hessian.coalesce()
 
 
 def median_gap(problem: Problem, x, h: torch.Tensor) -> float:

@@ -35,7 +35,7 @@ import torch
 from ..errors import InputError
 from ..options import check_fields, option
 from .check import FLOOR_FRACTION, check_budget, noise_floor, sampled_check
-from .curvature import HessianSum, facet_jacobian, median_gap, newton_direction, refill_empty
+from .curvature import entropic_hessian, facet_jacobian, median_gap, newton_direction, refill_empty
 from . import sampling
 from .problem import (INITS, NEWTON_KEY, Head, HeldSample, Problem, Winners, hard_masses, initial_h, mass_errors,
                       sample_masses)
@@ -260,7 +260,7 @@ def entropic_direction(problem: Problem, held: HeldSample, h: torch.Tensor, g: t
     points of the stage's sample over each point's ``topk`` best targets, streamed."""
     n_targets = problem.targets.shape[0]
     head = held.head(int(options.hessian_samples or 16 * n_targets))
-    hessian = HessianSum.on_points(problem, head, h, tau, options.topk, dense)
+    hessian = entropic_hessian(problem, head, h, tau, options.topk, dense)
     return newton_direction(hessian, g, options.damping, options.floor).clamp_(-options.trust * tau,
                                                                                options.trust * tau)
 

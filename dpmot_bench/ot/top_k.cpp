@@ -39,17 +39,12 @@ struct Best {
   void warm_up(const float* scores, int64_t count) {
     __m256 lane_max = _mm256_loadu_ps(scores);
     for (int64_t j = LANES; j < count; j += LANES) lane_max = _mm256_max_ps(lane_max, _mm256_loadu_ps(scores + j));
-    float maxima[LANES], floor[K];
+    float maxima[LANES];
     _mm256_storeu_ps(maxima, lane_max);
-    for (int r = 0; r < K; ++r) floor[r] = -INFINITY;
-    for (int l = 0; l < LANES; ++l) {
-      float v = maxima[l];
-      if (!(v > floor[K - 1])) continue;
-      int r = K - 1;
-      while (r > 0 && v > floor[r - 1]) { floor[r] = floor[r - 1]; --r; }
-      floor[r] = v;
-    }
-    const __m256 low = _mm256_set1_ps(floor[K - 1]);
+    Best floor;  // the k largest lane maxima
+    floor.reset(0);
+    for (int l = 0; l < LANES; ++l) floor.insert(maxima[l], l);
+    const __m256 low = _mm256_set1_ps(floor.value[K - 1]);
     for (int64_t j = 0; j < count; j += LANES) {
       unsigned mask = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(scores + j), low, _CMP_GE_OQ));
       while (mask) {
