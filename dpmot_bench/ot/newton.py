@@ -37,6 +37,7 @@ from ..options import check_fields, option
 from .check import FLOOR_FRACTION, check_budget, noise_floor, sampled_check
 from .curvature import entropic_hessian, facet_jacobian, median_gap, newton_direction, refill_empty
 from . import sampling
+from .distributed import rank_and_world
 from .problem import (INITS, NEWTON_KEY, Head, HeldSample, Problem, Winners, hard_masses, initial_h, mass_errors,
                       sample_masses)
 
@@ -254,13 +255,17 @@ def accepted(state: dict, masses: torch.Tensor, g: torch.Tensor, energy: float |
     return energy <= state["energy"] - armijo * a * float(state["g"] @ state["step"])
 
 
+def hessian_points(problem: Problem, options: NewtonQMCOptions) -> int:
+    return int(options.hessian_samples or 16 * problem.targets.shape[0])
+
+
 def entropic_direction(problem: Problem, held: HeldSample, h: torch.Tensor, g: torch.Tensor, tau: float,
-                       options: NewtonQMCOptions, dense: bool) -> torch.Tensor:
+                       options: NewtonQMCOptions, dense: bool, soft: list | None = None) -> torch.Tensor:
     """``clip((H + R)^{-1} g, +-trust tau)``, H the entropic Hessian on the first ``hessian_samples``
-    points of the stage's sample over each point's ``topk`` best targets, streamed."""
-    n_targets = problem.targets.shape[0]
-    head = held.head(int(options.hessian_samples or 16 * n_targets))
-    hessian = entropic_hessian(problem, head, h, tau, options.topk, dense)
+    points of the stage's sample over each point's ``topk`` best targets, streamed; ``soft``: the softmax
+    weights of the whole stage sample at h (when it is the Hessian's), from the pass that measured g."""
+    head = held.head(hessian_points(problem, options))
+    hessian = entropic_hessian(problem, head, h, tau, options.topk, dense, soft)
     return newton_direction(hessian, g, options.damping, options.floor).clamp_(-options.trust * tau,
                                                                                options.trust * tau)
 
@@ -290,7 +295,10 @@ def newton_iteration(problem: Problem, options: NewtonQMCOptions, state: dict, l
     if hard:
         masses, energy = samples.hard_masses(h_try, state), None
     else:
-        masses, potential = sample_masses(problem, held, h_try, tau, options.topk, with_potential=True)
+        # The Hessian's points are the whole held sample (the warm-up's default): keep their softmax weights.
+        whole = held.cached is not None and rank_and_world()[1] == 1 and held.n <= hessian_points(problem, options)
+        soft = [] if whole else None
+        masses, potential = sample_masses(problem, held, h_try, tau, options.topk, with_potential=True, soft=soft)
         energy = potential - float(nu @ h_try)
     g = masses - nu
     state["samples_used"] += n
@@ -312,7 +320,7 @@ def newton_iteration(problem: Problem, options: NewtonQMCOptions, state: dict, l
     if hard:
         step = hard_direction(problem, samples.jacobian(), h_try, g, options, samples.dense)
     else:
-        step = entropic_direction(problem, held, h_try, g, tau, options, samples.dense)
+        step = entropic_direction(problem, held, h_try, g, tau, options, samples.dense, soft)
     state.update(h=h_try, solution=h_try, g=g, energy=energy, step=step,
                  halving=0 if step is not None else options.max_halvings + 1, scale=scale)
     return log

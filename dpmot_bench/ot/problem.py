@@ -196,13 +196,15 @@ def point_blocks(points) -> tuple[int, Iterator[torch.Tensor]]:
 
 
 def sample_masses(problem: Problem, sample, h: torch.Tensor, tau: float = 0.0, k: int = 8,
-                  with_potential: bool = False):
+                  with_potential: bool = False, soft: list | None = None):
     """Cell masses on ``sample`` (float64, summed over processes): hard counts / n when ``tau == 0``, else
     the mean of ``softmax(s(x) / tau)`` over each point's ``k`` best targets (``Scoring.soft_top``: the
     others weigh less than ``exp(-(s_1 - s_k) / tau)`` each). With ``with_potential`` also the sample mean
     of the potential, ``max_j s_j`` or ``tau log sum_j exp(s_j / tau)`` over those k (the first term of the
     energy, whose gradient these masses are). Streams the sample's blocks: the extra memory is one block
-    and its k best scores (the fused kernel writes no score matrix)."""
+    and its k best scores (the fused kernel writes no score matrix). ``soft`` (a list, tau > 0): every
+    block's weights and columns, ``(p, index)`` of ``Scoring.soft_top``, are appended to it (k float64 and
+    k int64 per point, for the Hessian at the same h and tau)."""
     scoring, n_targets = problem.scoring, problem.targets.shape[0]
     total = torch.zeros(n_targets + 1, dtype=torch.float64, device=problem.device)  # masses, then potential
     for block in sample.blocks():
@@ -215,6 +217,8 @@ def sample_masses(problem: Problem, sample, h: torch.Tensor, tau: float = 0.0, k
         else:
             p, index, potential = scoring.soft_top(block, h, tau, k)
             total.index_add_(0, index.flatten(), p.flatten())
+            if soft is not None:
+                soft.append((p, index))
         if with_potential:
             total[-1] += potential.sum()
     total = all_reduce_sum_(total) / sample.n
