@@ -56,8 +56,8 @@ class NewtonQMCOptions:
     first_samples: int | None = option(None, int, low=1, optional=True, help="the first stage's sample (default 16 N)")
     growth: int = option(4, int, low=2, help="sample-size factor from one hard stage to the next")
     quasi: bool = option(True, bool, help="scrambled Sobol points (else Monte Carlo)")
-    smoothing: float = option(0.25, float, above=0, help="the last warm-up temperature, in median score gaps")
-    first_smoothing: float | None = option(4.0, float, above=0, optional=True,
+    smoothing: float = option(0.5, float, above=0, help="the last warm-up temperature, in median score gaps")
+    first_smoothing: float | None = option(2.0, float, above=0, optional=True,
                                            help="the first warm-up temperature (null: no warm-up)")
     topk: int = option(8, int, low=2, help="best targets per point in the warm-up's entropic masses and Hessian")
     damping: float = option(1e-3, float, low=0, help="Levenberg-Marquardt damping of the entropic Hessian")
@@ -67,7 +67,7 @@ class NewtonQMCOptions:
     stage_tol: float = option(0.5, float, above=0, help="a stage's |g|_1 goal, in Monte-Carlo l1 errors")
     final_tol: float = option(0.1, float, above=0, help="the last stage's |g|_1 goal, in Monte-Carlo l1 errors")
     max_halvings: int = option(6, int, low=0, help="failed step halvings that end a stage")
-    warmup_iter: int = option(10, int, low=0, help="passes per warm-up temperature")
+    warmup_iter: int = option(3, int, low=0, help="passes per warm-up temperature")
     band_quantile: float = option(0.2, float, above=0, high=1,
                                   help="facet band width, a quantile of the distances to the nearest facet, < 1")
     shift: float = option(1e-2, float, above=0, help="uniform shift of the Jacobian, in medians of its diagonal")
@@ -365,7 +365,7 @@ def newton_qmc(problem: Problem, options: NewtonQMCOptions, state: dict | None =
     far off to where the hard steps converge: clustered data latents, where the moment-matched start
     leaves whole clusters of cells empty and the hard steps stall, and high dimensions, where the hard
     masses change so fast with h that the first hard steps are cut to a small fraction (16-D Gaussian
-    targets, N = 1000: 19 passes and 10 facet Jacobians to a 16 N sample's accuracy without it, 0.5 s
+    targets, N = 1000: 19 passes and 10 facet Jacobians to a 16 N sample's accuracy without it, 0.25 s
     with it: ``benchmarks/README.md``). ``first_smoothing=None`` skips it.
 
     A stage ends by :func:`stage_over`. Early stages are cheap and move h most of the way; quasi-Monte-Carlo
