@@ -69,3 +69,17 @@ def test_the_masses_are_the_gradient_of_the_potential_and_the_hessian_their_deri
                                                           for s in (1, -1))
             assert (up_potential - down_potential) / (2 * step) == pytest.approx(float(masses[j]), abs=1e-4)
             assert torch.allclose((up - down) / (2 * step), hessian[:, j], atol=2e-3)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_the_hessian_from_the_masses_pass_weights_is_the_hessian(path):
+    """The warm-up reuses the softmax weights its masses pass kept (``sample_masses(..., soft=[])``) for the
+    Hessian at the same h and tau: exactly the Hessian that scores the points again."""
+    problem, held, h = _problem(5, 40, 16)
+    with using(path):
+        kept = []
+        sample_masses(problem, held, h, 0.3, 8, soft=kept)
+        for dense in (True, False):
+            again = entropic_hessian(problem, held.head(held.n), h, 0.3, 8, dense)
+            reused = entropic_hessian(problem, held.head(held.n), h, 0.3, 8, dense, soft=kept)
+            assert torch.equal(again.to_dense(), reused.to_dense())

@@ -206,6 +206,26 @@ def test_facet_jacobian_matches_finite_differences_of_exact_masses(seed, n, unif
     assert np.linalg.norm(estimate - exact) <= 0.15 * np.linalg.norm(exact)
 
 
+@given(seed=st.integers(0, 10**6), spacing=st.sampled_from([1e-4, 1e-2, 1.0]), d=st.sampled_from([2, 16]))
+@settings(max_examples=12, deadline=None)
+def test_facet_distances_match_float64_however_close_the_targets(seed, spacing, d):
+    """``facet_chunks``' distance t from a point to the bisector of its cell and a next-best one, against
+    float64 arithmetic on the same (float32) targets and points, for clusters of targets ``spacing`` apart
+    far from the origin (their float32 scores differ below float32's resolution). Its float32 target
+    differences are the exact ones rounded once: t is off by at most ``d 2^-24 |x|``."""
+    g = torch.Generator().manual_seed(seed)
+    y = 20 + torch.randn(3, d, generator=g).repeat_interleave(4, 0) + spacing * torch.randn(12, d, generator=g)
+    h = spacing * torch.randn(12, generator=g, dtype=torch.float64)
+    problem = Problem(GaussianSource(d), y, torch.full((12,), 1 / 12, dtype=torch.float64), seed)
+    x = torch.randn(500, d, generator=g)
+    best, others, t, distance = curvature.facet_distances(problem, x, h)
+    difference = y.double()[best, None, :] - y.double()[others]
+    exact_distance = difference.norm(dim=2)
+    exact_t = ((difference @ x.double()[:, :, None])[:, :, 0] + h[best, None] - h[others]).clamp_min(0) / exact_distance
+    assert torch.allclose(distance, exact_distance, rtol=1e-6, atol=0)
+    assert torch.all((t - exact_t).abs() <= d * 2**-24 * x.double().norm(dim=1, keepdim=True) + 1e-12)
+
+
 def test_refill_gives_an_empty_cell_the_points_nearest_to_joining_it():
     """A target far inside the hull of the others with a very low h has an empty cell; after
     ``refill_empty`` it wins the one sample point nearest to joining it (two at most: float32 scores at the

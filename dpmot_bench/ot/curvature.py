@@ -194,8 +194,9 @@ def facet_chunks(problem: Problem, x, h: torch.Tensor, k: int = 4, skip: int = 0
             index = problem.scoring.top(block[start:start + rows], h, k)[1]  # k <= N: no padded target
             best, others = index[:, 0], index[:, 1:]
             points = block[start:start + index.shape[0]].to(device=problem.device, dtype=torch.float64)
-            # A float32 difference is the exact one rounded once (relative error 2^-24 of each coordinate),
-            # accurate however close the targets are; half the bytes of a float64 one (twice as fast at d = 16).
+            # The float32 difference is the exact one rounded once (relative error 2^-24 per coordinate), so t
+            # is off by at most 2^-24 |x| in source units however close the targets are (the float32 scores'
+            # error is that over |y_best - y_j|); half the bytes of a float64 difference, twice as fast at d = 16.
             difference = (problem.targets[best, None, :] - problem.targets[others]).double()
             gap = torch.bmm(difference, points[:, :, None])[:, :, 0] + h64[best, None] - h64[others]
             distance = torch.linalg.vector_norm(difference, dim=2)
