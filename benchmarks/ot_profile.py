@@ -25,7 +25,7 @@ PARTS = [
     ("hard pass: full (every point scored)", "problem.py", "build"),
     ("hard pass: kept winners moved", "problem.py", "move_to"),
     ("facet Jacobian", "curvature.py", "facet_jacobian"),
-    ("entropic Hessian", "curvature.py", "on_points"),
+    ("entropic Hessian", "curvature.py", "entropic_hessian"),
     ("linear solve", "curvature.py", "newton_direction"),
     ("refill empty cells", "curvature.py", "refill_empty"),
     ("independent check", "check.py", "sampled_check"),
