@@ -13,10 +13,12 @@ d = 64 on the default schedule (final stage 256 N points).
 import cProfile
 import pstats
 import time
+from pathlib import Path
 
 import torch
 from _ot_common import main
 
+from dpmot_bench import ot
 from dpmot_bench.ot import GaussianSource, solve_semidiscrete
 
 # (part, module file, function): the function whose cumulative time is the part's
@@ -32,7 +34,15 @@ PARTS = [
 ]
 
 
+def check_parts() -> None:
+    """Every part names a function its module defines: a renamed one would silently read 0 s."""
+    for part, filename, function in PARTS:
+        if f"def {function}(" not in (Path(ot.__file__).parent / filename).read_text():
+            raise SystemExit(f"ot_profile.py: part {part!r} names {function}() in ot/{filename}, which does not define it")
+
+
 def profile_rows(suite: str = "quick", device: str = "cpu", progress: bool = False) -> list[dict]:
+    check_parts()
     plans = [(1000, 16, 8192)] + ([] if suite == "quick" else [(10_000, 64, None)])
     rows = []
     for n, d, final in plans:

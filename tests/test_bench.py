@@ -404,3 +404,17 @@ def test_refined_snapshots_find_the_first_time_at_the_compared_accuracy(errors, 
     first = next(i for i, e in enumerate(errors) if e <= level)
     assert next(i for i in measured if errors[i] <= level) == first
     assert all(coarse[i] for i in measured if i > first)
+
+
+def test_the_profile_benchmark_names_functions_that_exist(monkeypatch):
+    """``benchmarks/ot_profile.py`` attributes time by function name: each part's function is defined in its
+    module (a renamed one read 0 s unnoticed), and a wrong name is refused."""
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import ot_profile
+
+    ot_profile.check_parts()
+    monkeypatch.setattr(ot_profile, "PARTS", [*ot_profile.PARTS, ("entropic Hessian", "curvature.py", "on_points")])
+    with pytest.raises(SystemExit, match="on_points"):
+        ot_profile.check_parts()
