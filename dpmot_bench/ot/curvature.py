@@ -195,8 +195,8 @@ def facet_chunks(problem: Problem, x, h: torch.Tensor, k: int = 4, skip: int = 0
             best, others = index[:, 0], index[:, 1:]
             points = block[start:start + index.shape[0]].to(device=problem.device, dtype=torch.float64)
             # The float32 difference is the exact one rounded once (relative error 2^-24 per coordinate), so t
-            # is off by at most 2^-24 |x| in source units however close the targets are (the float32 scores'
-            # error is that over |y_best - y_j|); half the bytes of a float64 difference, twice as fast at d = 16.
+            # is off by at most about 2^-24 |x| however close the targets are (t from the float32 scores would
+            # be off by 2^-24 |x| |y| / |y_best - y_j|); half the bytes of a float64 difference, twice as fast.
             difference = (problem.targets[best, None, :] - problem.targets[others]).double()
             gap = torch.bmm(difference, points[:, :, None])[:, :, 0] + h64[best, None] - h64[others]
             distance = torch.linalg.vector_norm(difference, dim=2)

@@ -20,10 +20,11 @@ Hessian, facet Jacobian, refill of empty cells, median gap), so besides the targ
 copy, ``problem.Scoring``) it holds: the Hessian or Jacobian (dense N x N float64 when N <= ``dense_limit``,
 else sparse: its distinct entries plus ``curvature.SPARSE_FLUSH`` buffered ones), one block of points and
 one score buffer where the fused kernel does not apply (``kernel.CHUNK_BYTES``), ``curvature.FACET_BYTES``
-of float64 target differences, the ``topk`` best scores of one block,
-a few N-vectors, ``curvature.QUANTILE_POINTS`` per-point scalars for the median gap and the facet band,
-and the stage's and the Jacobian's samples when they fit in ``cache_bytes`` together (else they are
-redrawn at each pass): flat in the number of points.
+of float64 target differences, the ``topk`` best scores of one block, a few N-vectors,
+``curvature.QUANTILE_POINTS`` per-point scalars for the median gap and the facet band, in a warm-up pass
+whose held sample is the Hessian's (at most ``hessian_samples`` points) their softmax weights and columns
+(``topk`` of each per point, 16 bytes apiece), and the stage's and the Jacobian's samples when they fit
+in ``cache_bytes`` together (else they are redrawn at each pass): flat in the number of points.
 """
 from __future__ import annotations
 
@@ -256,6 +257,7 @@ def accepted(state: dict, masses: torch.Tensor, g: torch.Tensor, energy: float |
 
 
 def hessian_points(problem: Problem, options: NewtonQMCOptions) -> int:
+    """The number of points of the entropic Hessian: ``hessian_samples``, by default 16 N."""
     return int(options.hessian_samples or 16 * problem.targets.shape[0])
 
 
