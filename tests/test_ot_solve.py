@@ -12,7 +12,7 @@ from dpmot_bench.errors import InputError
 from dpmot_bench.options import specs
 from dpmot_bench.ot import (SOLVERS, AdamMCOptions, GaussianSource, NewtonQMCOptions, SemiDiscreteOT,
                             SemiDiscreteResult, UniformSource, solve_semidiscrete, solver_options)
-from dpmot_bench.ot import solvers
+from dpmot_bench.ot import newton, solvers
 from dpmot_bench.ot.adam import AdamLog
 from dpmot_bench.ot.newton import NewtonLog
 from dpmot_bench.ot.solvers import SOLVER_NAMES, option_names, semidiscrete_problem
@@ -144,6 +144,15 @@ def test_the_estimator_refuses_bad_option_values_before_fitting(params, name, mo
         SemiDiscreteOT(GaussianSource(2), **params).fit(_targets())
 
 
+def test_a_warm_up_that_would_have_no_level_is_refused():
+    """The warm-up's temperatures halve from first_smoothing while >= smoothing: a first one below the last
+    would silently skip it (null is how to ask for no warm-up)."""
+    with pytest.raises(InputError, match=r"option first_smoothing \(0.25\) must be >= smoothing \(0.5\)"):
+        solver_options("newton-qmc", {"first_smoothing": 0.25})
+    options = solver_options("newton-qmc", {"first_smoothing": 0.25, "smoothing": 0.25})
+    assert [tau for _, tau in newton.newton_levels(10, options)][:2] == [0.25, 0.0]
+
+
 def test_options_are_frozen_and_normalised():
     options = solver_options("adam-mc", {"betas": [0.5, 0.9], "lr": 1})
     assert options.betas == (0.5, 0.9) and options.lr == 1.0 and isinstance(options.lr, float)
@@ -202,6 +211,8 @@ def test_short_fits_with_any_accepted_options_end_with_a_finite_h(method, seed, 
     ranges = IN_RANGE[method]
     options = data.draw(st.fixed_dictionaries({"max_iter": ranges["max_iter"]},
                                               optional={k: v for k, v in ranges.items() if k != "max_iter"}))
+    if options.get("first_smoothing") is not None:  # the warm-up's first temperature is at least its last
+        options["first_smoothing"] = max(options["first_smoothing"], options.get("smoothing", 0.5))
     result = solve_semidiscrete(GaussianSource(2), _targets(6, seed=seed), None, method, seed=seed, **options)
     assert 1 <= result.n_iter <= result.options.max_iter or result.solver_stopped
     assert bool(torch.isfinite(result.h).all()) and abs(float(result.h.mean())) < 1e-6 * (1 + float(result.h.abs().max()))

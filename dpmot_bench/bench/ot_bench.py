@@ -436,7 +436,7 @@ def d3072_solver_rows(suite: str, device, progress: bool = False, sizes: tuple[i
         problem = Problem(GaussianSource(D_CIFAR), targets, weights, 0)
         if solver == "newton-qmc":  # one warm-up pass, then hard passes (Jacobian, refill) on `points` points
             options = {"first_samples": points, "n_samples": 4 * points, "hessian_samples": points,
-                       "jacobian_samples": points, "first_smoothing": 0.25, "warmup_iter": 1,
+                       "jacobian_samples": points, "first_smoothing": 0.25, "smoothing": 0.25, "warmup_iter": 1,
                        "max_iter": iterations}
         else:
             options = {"n_samples": points, "max_iter": iterations}
@@ -477,7 +477,7 @@ def points_memory_rows(suite: str, device) -> list[dict]:
                           torch.full((n,), 1 / n, dtype=torch.float64, device=device), 0)
         problem.scoring  # built before the measurement: part of the targets' memory, not of the points'
         options = {"first_samples": points, "n_samples": points, "hessian_samples": points, "jacobian_samples": points,
-                   "first_smoothing": 0.25, "warmup_iter": 1, "max_iter": 2, "cache_bytes": 0}
+                   "first_smoothing": 0.25, "smoothing": 0.25, "warmup_iter": 1, "max_iter": 2, "cache_bytes": 0}
         result = {}
         peak = _peak_rss_increase_mb(lambda: result.update(records=_solver_run("newton-qmc", problem, options, 2)[0]))
         rows.append({"kind": "memory-vs-points", "N": n, "d": D_CIFAR, "solver": "newton-qmc", "points": points,

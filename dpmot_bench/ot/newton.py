@@ -91,6 +91,9 @@ class NewtonQMCOptions:
         for name in ("armijo", "band_quantile"):
             if getattr(self, name) >= 1:
                 raise InputError(f"option {name} must be a number < 1, got {getattr(self, name)!r}")
+        if self.first_smoothing is not None and self.first_smoothing < self.smoothing:
+            raise InputError(f"option first_smoothing ({self.first_smoothing!r}) must be >= smoothing "
+                             f"({self.smoothing!r}), the warm-up's last temperature (null: no warm-up)")
 
 
 @dataclass(frozen=True)
