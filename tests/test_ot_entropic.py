@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 
 from dpmot_bench.ot import GaussianSource, kernel
 from dpmot_bench.ot.curvature import entropic_hessian
-from dpmot_bench.ot.problem import HeldSample, Problem, sample_masses
+from dpmot_bench.ot.problem import HeldSample, Problem, sample_masses, soft_unit
 from .test_ot_native import PATHS, using
 
 
@@ -40,7 +40,8 @@ def test_masses_and_potential_are_the_top_k_softmax(path, seed, n, d, k, tau):
     with using(path):
         masses, potential = sample_masses(problem, held, h, tau, k, with_potential=True)
     expected, expected_potential = _direct(problem, held, h, tau, k)
-    assert masses.sum().item() == pytest.approx(1.0, abs=1e-12)
+    # each point's k weights are rounded to multiples of soft_unit(n) (fixed point: W processes sum alike)
+    assert masses.sum().item() == pytest.approx(1.0, abs=1e-12 + k * soft_unit(held.n) / 2)
     assert torch.allclose(masses, expected, atol=1e-4 / tau)
     assert potential == pytest.approx(expected_potential, abs=1e-4)
 
@@ -83,3 +84,11 @@ def test_the_hessian_from_the_masses_pass_weights_is_the_hessian(path):
             again = entropic_hessian(problem, held.head(held.n), h, 0.3, 8, dense)
             reused = entropic_hessian(problem, held.head(held.n), h, 0.3, 8, dense, soft=kept)
             assert torch.equal(again.to_dense(), reused.to_dense())
+
+
+def test_the_fixed_point_unit_keeps_every_sum_within_int64():
+    """``soft_unit(n)``: 2^-40 of a point's weight, coarser once n x 2^40 would pass 2^61 (a cell's sum of
+    n points' weights in units then stays below 2^61 < 2^63)."""
+    assert soft_unit(16_000) == 2.0**-40 and soft_unit(2**21 - 1) == 2.0**-40
+    for n in (2**21, 2**30, 10**12):
+        assert n / soft_unit(n) < 2**61 and soft_unit(n) <= 2.0**-20

@@ -3,12 +3,14 @@
 Source samples are split into fixed blocks (``sampling.BLOCK_ROWS`` rows, each seeded by its own index);
 rank r of W processes draws the blocks ``r, r + W, r + 2W, ...`` and the per-cell counts are summed with
 ``all_reduce``. Counts are integers, so the sum is exact and every world size gives the same h as one
-process drawing all the blocks. Launch with ``torchrun --nproc_per_node K ...``: gloo on CPU, NCCL on CUDA
+process drawing all the blocks; so are the entropic masses (softmax weights summed in fixed point), and
+float sums over blocks are reduced exactly (:func:`exact_total`). Launch with ``torchrun --nproc_per_node K ...``: gloo on CPU, NCCL on CUDA
 (one GPU per process, ``cuda:LOCAL_RANK``).
 """
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 
 import torch
@@ -58,6 +60,22 @@ def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:
     if rank_and_world()[1] > 1:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def exact_total(values: list[float], device: torch.device) -> float:
+    """The correctly rounded sum (``math.fsum``) of ``values`` over all ranks: the same whatever the world
+    size and however the values are shared out (floats added one by one round differently in another
+    order)."""
+    _, world = rank_and_world()
+    if world > 1:
+        local = torch.tensor(values, dtype=torch.float64, device=device)
+        length = torch.tensor([local.numel()], device=device)
+        dist.all_reduce(length, op=dist.ReduceOp.MAX)
+        padded = torch.cat([local, local.new_zeros(int(length) - local.numel())])  # zeros leave fsum unchanged
+        gathered = [torch.empty_like(padded) for _ in range(world)]
+        dist.all_gather(gathered, padded)
+        values = torch.cat(gathered).tolist()
+    return math.fsum(values)
 
 
 def is_main_process() -> bool:

@@ -27,7 +27,7 @@ from typing import Iterator
 import torch
 
 from ..errors import unknown_name
-from .distributed import all_reduce_sum_, rank_and_world
+from .distributed import all_reduce_sum_, exact_total, rank_and_world
 from .kernel import ARGMAX_BLOCK, top_scores
 from . import native, sampling
 from .sampling import SourceSample
@@ -195,6 +195,12 @@ def point_blocks(points) -> tuple[int, Iterator[torch.Tensor]]:
     return points.n, points.blocks()
 
 
+def soft_unit(n: int) -> float:
+    """The fixed-point unit, a power of two, in which ``sample_masses`` sums n points' softmax weights:
+    2^-40 of a point's weight (far below Monte-Carlo noise), coarser only when n x 2^40 would pass 2^61."""
+    return 2.0 ** -min(40, 61 - max(0, n).bit_length())
+
+
 def sample_masses(problem: Problem, sample, h: torch.Tensor, tau: float = 0.0, k: int = 8,
                   with_potential: bool = False, soft: list | None = None):
     """Cell masses on ``sample`` (float64, summed over processes): hard counts / n when ``tau == 0``, else
@@ -204,25 +210,30 @@ def sample_masses(problem: Problem, sample, h: torch.Tensor, tau: float = 0.0, k
     energy, whose gradient these masses are). Streams the sample's blocks: the extra memory is one block
     and its k best scores (the fused kernel writes no score matrix). ``soft`` (a list, tau > 0): every
     block's weights and columns, ``(p, index)`` of ``Scoring.soft_top``, are appended to it (k float64 and
-    k int64 per point, for the Hessian at the same h and tau)."""
+    k int64 per point, for the Hessian at the same h and tau).
+
+    Every sum is independent of how the blocks are shared out between processes, so W processes get one
+    process's masses and potential bit for bit: counts are integers, softmax weights are rounded to
+    multiples of :func:`soft_unit` and summed as integers, and the potential's per-block sums are added
+    exactly (``distributed.exact_total``)."""
     scoring, n_targets = problem.scoring, problem.targets.shape[0]
-    total = torch.zeros(n_targets + 1, dtype=torch.float64, device=problem.device)  # masses, then potential
+    unit = soft_unit(sample.n) if tau != 0 else 1.0
+    counts = torch.zeros(n_targets, dtype=torch.int64, device=problem.device)
+    potentials = []
     for block in sample.blocks():
-        if with_potential:
-            total[-1] += scoring.row_constant(block).sum()
         if tau == 0:
             best, columns = scoring.top(block, h, 1)
-            total[:-1] += torch.bincount(columns[:, 0], minlength=scoring.targets.shape[0])[:n_targets]
+            counts += torch.bincount(columns[:, 0], minlength=scoring.targets.shape[0])[:n_targets]
             potential = best[:, 0].double()
         else:
             p, index, potential = scoring.soft_top(block, h, tau, k)
-            total.index_add_(0, index.flatten(), p.flatten())
+            counts.index_add_(0, index.flatten(), p.div(unit).round_().long().flatten())
             if soft is not None:
                 soft.append((p, index))
         if with_potential:
-            total[-1] += potential.sum()
-    total = all_reduce_sum_(total) / sample.n
-    return (total[:-1], float(total[-1])) if with_potential else total[:-1]
+            potentials.append(float(scoring.row_constant(block).sum() + potential.sum()))
+    masses = all_reduce_sum_(counts).double().mul_(unit).div_(sample.n)  # unit: a power of two, exact
+    return (masses, exact_total(potentials, problem.device) / sample.n) if with_potential else masses
 
 
 EPS32 = float(torch.finfo(torch.float32).eps)
