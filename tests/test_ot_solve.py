@@ -211,8 +211,9 @@ def test_short_fits_with_any_accepted_options_end_with_a_finite_h(method, seed, 
     ranges = IN_RANGE[method]
     options = data.draw(st.fixed_dictionaries({"max_iter": ranges["max_iter"]},
                                               optional={k: v for k, v in ranges.items() if k != "max_iter"}))
-    if options.get("first_smoothing") is not None:  # the warm-up's first temperature is at least its last
-        options["first_smoothing"] = max(options["first_smoothing"], options.get("smoothing", 0.5))
+    first = options.get("first_smoothing", NewtonQMCOptions.first_smoothing)
+    if method == "newton-qmc" and first is not None:  # the warm-up's first temperature is at least its last
+        options["first_smoothing"] = max(first, options.get("smoothing", NewtonQMCOptions.smoothing))
     result = solve_semidiscrete(GaussianSource(2), _targets(6, seed=seed), None, method, seed=seed, **options)
     assert 1 <= result.n_iter <= result.options.max_iter or result.solver_stopped
     assert bool(torch.isfinite(result.h).all()) and abs(float(result.h.mean())) < 1e-6 * (1 + float(result.h.abs().max()))
