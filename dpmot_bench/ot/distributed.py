@@ -4,8 +4,8 @@ Source samples are split into fixed blocks (``sampling.BLOCK_ROWS`` rows, each s
 rank r of W processes draws the blocks ``r, r + W, r + 2W, ...`` and the per-cell counts are summed with
 ``all_reduce``. Counts are integers, so the sum is exact and every world size gives the same h as one
 process drawing all the blocks; so are the entropic masses (softmax weights summed in fixed point), and
-float sums over blocks are reduced exactly (:func:`exact_total`). Launch with ``torchrun --nproc_per_node K ...``: gloo on CPU, NCCL on CUDA
-(one GPU per process, ``cuda:LOCAL_RANK``).
+float sums over blocks are reduced exactly (:func:`exact_total`). Launch with ``torchrun
+--nproc_per_node K ...``: gloo on CPU, NCCL on CUDA (one GPU per process, ``cuda:LOCAL_RANK``).
 """
 from __future__ import annotations
 

@@ -231,9 +231,12 @@ def sample_masses(problem: Problem, sample, h: torch.Tensor, tau: float = 0.0, k
             if soft is not None:
                 soft.append((p, index))
         if with_potential:
-            potentials.append(float(scoring.row_constant(block).sum() + potential.sum()))
+            potentials.append(scoring.row_constant(block).sum() + potential.sum())
     masses = all_reduce_sum_(counts).double().mul_(unit).div_(sample.n)  # unit: a power of two, exact
-    return (masses, exact_total(potentials, problem.device) / sample.n) if with_potential else masses
+    if not with_potential:
+        return masses
+    block_sums = torch.stack(potentials).tolist() if potentials else []  # one device sync, not one per block
+    return masses, exact_total(block_sums, problem.device) / sample.n
 
 
 EPS32 = float(torch.finfo(torch.float32).eps)
