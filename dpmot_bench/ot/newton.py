@@ -38,7 +38,6 @@ from ..options import check_fields, option
 from .check import FLOOR_FRACTION, check_budget, noise_floor, sampled_check
 from .curvature import entropic_hessian, facet_jacobian, median_gap, newton_direction, refill_empty
 from . import sampling
-from .distributed import rank_and_world
 from .problem import (INITS, NEWTON_KEY, Head, HeldSample, Problem, Winners, hard_masses, initial_h, mass_errors,
                       sample_masses)
 
@@ -300,9 +299,10 @@ def newton_iteration(problem: Problem, options: NewtonQMCOptions, state: dict, l
     if hard:
         masses, energy = samples.hard_masses(h_try, state), None
     else:
-        # The Hessian's points are the whole held sample (the warm-up's default): keep their softmax weights.
-        whole = held.cached is not None and rank_and_world()[1] == 1 and held.n <= hessian_points(problem, options)
-        soft = [] if whole else None
+        # When the Hessian's points are the whole held sample, in this process (the warm-up's default), keep
+        # the pass's softmax weights for it.
+        head = held.head(hessian_points(problem, options))
+        soft = [] if head.whole is not None and head.n == held.n else None
         masses, potential = sample_masses(problem, held, h_try, tau, options.topk, with_potential=True, soft=soft)
         energy = potential - float(nu @ h_try)
     g = masses - nu
