@@ -173,7 +173,8 @@ def test_streamed_curvature_equals_the_one_on_the_whole_tensor(monkeypatch):
 def test_the_refill_does_not_depend_on_how_many_empty_cells_it_takes_at_a_time(monkeypatch):
     """Every empty cell's level is taken against the same h, the points scored once: cutting the empty
     cells into groups of one (``REFILL_BYTES`` small, as at d = 3072 with many empty cells) gives the
-    same h as taking them all at once."""
+    same h as taking them all at once, up to the float64 rounding of the levels' dot products (BLAS may
+    sum a matrix-vector product in another order than a matrix product: MKL does on AVX-512 CPUs)."""
     source, y = _problem(40, 3, seed=5)
     problem = Problem(source, y, torch.full((40,), 1 / 40, dtype=torch.float64))
     h = torch.zeros(40, dtype=torch.float64)
@@ -183,7 +184,8 @@ def test_the_refill_does_not_depend_on_how_many_empty_cells_it_takes_at_a_time(m
     assert int(empty.sum()) >= 3
     together = curvature.refill_empty(problem, points, h, empty)
     monkeypatch.setattr(curvature, "REFILL_BYTES", 8 * 3)  # one empty cell per group
-    assert torch.equal(curvature.refill_empty(problem, points, h, empty), together)
+    apart = curvature.refill_empty(problem, points, h, empty)
+    assert (apart - together).abs().max() <= 1e-12  # levels of order 1: a handful of float64 roundings
     assert int((kernel.cell_counts(sample.head(3000), y, together.float()) == 0).sum()) < int(empty.sum())
 
 
