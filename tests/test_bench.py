@@ -234,6 +234,29 @@ def test_solver_report_states_the_time_goal_and_its_cost(tmp_path):
     assert "in 3.50 s: **within** the 10 s goal." in text and "final sample" not in text
 
 
+def test_the_reference_adam_row_counts_cells_as_the_reference_code_does(monkeypatch):
+    """``REFERENCE_ADAM`` runs adam-mc with the fused kernel off (blockwise BLAS products and argmax, as the
+    reference code counts cells), and only that run: adam-mc itself keeps the default kernel."""
+    import torch
+
+    from dpmot_bench.bench import ot_bench
+    from dpmot_bench.ot import GaussianSource, native
+    from dpmot_bench.ot.problem import Problem
+
+    if native.library() is None:
+        pytest.skip(f"the fused kernel is not built here ({native.status()})")
+    fused_calls = []
+    top_k = native.top_k
+    monkeypatch.setattr(native, "top_k", lambda *args: fused_calls.append(1) or top_k(*args))
+    targets = torch.randn(64, 16, generator=torch.Generator().manual_seed(0))
+    problem = Problem(GaussianSource(16), targets, torch.full((64,), 1 / 64, dtype=torch.float64))
+    snapshots = ot_bench._run_solver(ot_bench.REFERENCE_ADAM, problem, 60.0, {"max_iter": 3}, lambda state, log: True)
+    assert [s[0] for s in snapshots] == [1, 2, 3] and not fused_calls
+    ot_bench._run_solver("adam-mc", problem, 60.0, {"max_iter": 3}, lambda state, log: True)
+    assert len(fused_calls) >= 3  # one pass per iteration at least
+    assert native.applies(problem.scoring.targets, 1)  # the kernel is back on after the reference run
+
+
 @given(seed=st.integers(0, 10**6), n_targets=st.integers(2, 12), reg=st.sampled_from([0.05, 0.2, 1.0]))
 def test_pot_semi_dual_potentials_become_our_h(seed, n_targets, reg):
     """The conversion of POT's semi-dual v into h, checked with an independent entropic solution (POT's
