@@ -116,6 +116,30 @@ def test_a_row_gets_the_same_scores_whatever_the_rows_and_threads_around_it():
         torch.set_num_threads(threads)
 
 
+def test_the_avx2_build_gives_the_avx512_builds_scores_bit_for_bit(tmp_path):
+    """Where the kernel was built for AVX-512 (16 lanes), a build of the same source without it (8 lanes)
+    gives the same values and columns on random float data: every score is the same chain of fused
+    multiply-adds, whatever the vector width, so a CPU's choice of build changes no result."""
+    _fused_or_skip()
+    if native.lanes() == 8:
+        pytest.skip("built for AVX2 here: there is no AVX-512 build to compare with")
+    path = tmp_path / "top_k_avx2.so"
+    built = subprocess.run([native._compiler(), *native.FLAGS, "-mno-avx512f", str(native.SOURCE), "-o", str(path)],
+                           capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    avx2 = native.load(path)
+    assert avx2.dpmot_lanes() == 8
+    g = torch.Generator().manual_seed(7)
+    for n, d in ((64, 3), (1024, 16), (320, 100)):
+        x, y, h = torch.randn(500, d, generator=g), torch.randn(n, d, generator=g), torch.randn(n, generator=g)
+        y[5] = y[3]  # a tie: the lowest column first in both
+        h[5] = h[3]
+        for k in (1, 3, 8):
+            wide = native.top_k(x, native.pack(y), h, k)
+            narrow = native.top_k(x, native.pack(y, avx2), h, k, lib=avx2)
+            assert torch.equal(wide[0], narrow[0]) and torch.equal(wide[1], narrow[1])
+
+
 def test_without_the_fused_kernel_the_torch_kernel_does_the_work(tmp_path):
     code = ("import torch; from dpmot_bench.ot import kernel, native; "
             "x, y = torch.randn(100, 3), torch.randn(50, 3); h = torch.zeros(50); "

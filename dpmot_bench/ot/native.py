@@ -3,7 +3,8 @@
 Why it is written by hand: torch has no fused product-and-argmax on the CPU (nor has BLAS, POT or KeOps,
 whose CPU reduction is slower than the chunked kernel: ``benchmarks/ot_keops.py``). The chunked kernel of
 ``kernel.py`` writes every score of a chunk to memory and reads it back to reduce it, which at d <= 64
-costs as much as the product itself; this kernel keeps a tile of 6 points x 16 targets in registers and,
+costs as much as the product itself; this kernel keeps a tile of 6 points x 32 targets (AVX-512; 16 with
+AVX2) in registers and,
 after the first 256 targets (whose scores it keeps), only looks at a tile when one of its scores beats a
 row's k-th best. Measured in ``benchmarks/ot_kernel.py``
 (the ``fused`` rows); tested against the torch kernel in ``tests/test_ot_native.py``.
@@ -11,7 +12,8 @@ row's k-th best. Measured in ``benchmarks/ot_kernel.py``
 It is compiled on first use by the system's C++ compiler (``$CXX``, else ``g++``, ``c++`` or ``clang++``)
 for the machine it runs on (``-O3 -march=native -fopenmp``) into ``$DPMOT_CACHE/native`` (the file is
 named by a hash of the source, the compiler's version and the CPU's flags; written under a temporary
-name and renamed, so concurrent first uses are safe). It needs an x86-64 CPU with AVX2 and FMA. Without
+name and renamed, so concurrent first uses are safe). It needs an x86-64 CPU with AVX2 and FMA, and uses
+16-lane vectors where the compiler targets AVX-512 (:func:`lanes`; the same scores either way). Without
 a compiler, on other CPUs, or with ``DPMOT_NATIVE=0``, :func:`library` is None and the torch kernel does
 the same work (:func:`status` says which, and why; the benchmarks record it).
 
@@ -38,8 +40,6 @@ import torch
 SOURCE = Path(__file__).with_name("top_k.cpp")
 MAX_K = 8
 MAX_DIM = 1024  # measured (2 threads): 1.2-1.8x the chunked kernel at d <= 512, on par at 1024, 0.74x at 3072
-LANES = 8
-TARGET_MULTIPLE = 16  # the kernel takes targets in pairs of 8-lane groups
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17")
 _reason = "not tried yet"
 _enabled = True
@@ -96,16 +96,30 @@ def library() -> ctypes.CDLL | None:
             finally:
                 if os.path.exists(temporary):
                     os.unlink(temporary)
-        lib = ctypes.CDLL(str(path))
+        lib = load(path)
     except Exception as err:  # any failure leaves the torch kernel in charge  # noqa: BLE001
         _reason = f"not built ({type(err).__name__}: {err})"
         return None
-    function = lib.dpmot_top_k
-    function.restype = ctypes.c_int
-    function.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
-                         ctypes.c_int64, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
     _reason = f"built by {(version.splitlines() or [Path(compiler).name])[0]}"
     return lib
+
+
+def load(path: Path) -> ctypes.CDLL:
+    """A build of ``top_k.cpp`` (:func:`library`'s, or another one: the tests compare an AVX2 build with an
+    AVX-512 one), its functions declared."""
+    lib = ctypes.CDLL(str(path))
+    lib.dpmot_lanes.restype = ctypes.c_int
+    lib.dpmot_lanes.argtypes = []
+    lib.dpmot_top_k.restype = ctypes.c_int
+    lib.dpmot_top_k.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
+                                ctypes.c_int64, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
+    return lib
+
+
+def lanes() -> int:
+    """Targets per vector of the built kernel: 16 where it was compiled for AVX-512, else 8 (AVX2); it
+    takes targets in groups of that many (:func:`pack`) and their number in multiples of twice it."""
+    return library().dpmot_lanes()
 
 
 def status() -> str:
@@ -126,33 +140,40 @@ def disabled():
 
 def applies(targets: torch.Tensor, k: int) -> bool:
     """Whether :func:`top_k` scores against these (padded) targets: float32 on the CPU, a multiple of
-    ``TARGET_MULTIPLE`` rows, at most ``MAX_DIM`` coordinates, ``k <= MAX_K``, the kernel built and not
+    twice :func:`lanes` rows, at most ``MAX_DIM`` coordinates, ``k <= MAX_K``, the kernel built and not
     :func:`disabled`."""
-    return (_enabled and targets.device.type == "cpu" and targets.dtype == torch.float32 and 1 <= k <= MAX_K
-            and targets.shape[0] % TARGET_MULTIPLE == 0 and targets.shape[0] >= TARGET_MULTIPLE
-            and targets.shape[1] <= MAX_DIM and library() is not None)
+    if not (_enabled and targets.device.type == "cpu" and targets.dtype == torch.float32 and 1 <= k <= MAX_K
+            and targets.shape[1] <= MAX_DIM and library() is not None):
+        return False
+    multiple = 2 * lanes()
+    return targets.shape[0] % multiple == 0 and targets.shape[0] >= multiple
 
 
-def pack(targets: torch.Tensor) -> torch.Tensor:
-    """The targets (n, d), n a multiple of 8, in the kernel's layout: groups of 8, coordinate-major."""
+def pack(targets: torch.Tensor, lib: ctypes.CDLL | None = None) -> torch.Tensor:
+    """The targets (n, d), n a multiple of :func:`lanes`, in the kernel's layout (of ``lib``, default
+    :func:`library`): groups of that many, coordinate-major."""
     n, d = targets.shape
-    return targets.reshape(n // LANES, LANES, d).transpose(1, 2).contiguous()
+    width = (lib or library()).dpmot_lanes()
+    return targets.reshape(n // width, width, d).transpose(1, 2).contiguous()
 
 
-def top_k(x: torch.Tensor, packed: torch.Tensor, h: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def top_k(x: torch.Tensor, packed: torch.Tensor, h: torch.Tensor, k: int,
+          lib: ctypes.CDLL | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(values, columns)``, each (m, k): the k largest scores of every row of x (float32, on the CPU)
     against the packed targets (:func:`pack`) with weights h (float32, one per packed target), ordered by
     value and then by lowest column; missing entries are (-inf, n). Uses ``torch.get_num_threads()``
-    threads. Callers check :func:`applies` first."""
+    threads; ``lib``: another build than :func:`library` (tests). Callers check :func:`applies` first."""
+    lib = lib or library()
     x = x.to(torch.float32).contiguous()
     h = h.to(torch.float32).contiguous()
     m, d = x.shape
     n = h.shape[0]
-    if packed.shape != (n // LANES, d, LANES):
+    width = lib.dpmot_lanes()
+    if packed.shape != (n // width, d, width):
         raise ValueError(f"packed targets of shape {tuple(packed.shape)} do not match {n} weights in {d} dimensions")
     values = torch.empty(m, k, dtype=torch.float32)
     columns = torch.empty(m, k, dtype=torch.int64)
-    failed = library().dpmot_top_k(x.data_ptr(), m, d, packed.data_ptr(), h.data_ptr(), n, k,
+    failed = lib.dpmot_top_k(x.data_ptr(), m, d, packed.data_ptr(), h.data_ptr(), n, k,
                                    values.data_ptr(), columns.data_ptr(), torch.get_num_threads())
     if failed:
         raise ValueError(f"the fused kernel refused m={m}, d={d}, n={n}, k={k}")
