@@ -4,8 +4,8 @@ best of a few repeats where noted, and noisy on a shared machine.
 
 - :func:`kernel_benchmark`: the chunked assignment kernel vs a large square GEMM (useful FLOP/s
   ``2 M N d / t``) and vs the naive one-liner ``(x @ Y.T + h).argmax(1)``, with the peak extra memory.
-- :func:`solver_benchmark`: time to accuracy of ``exact-2d`` (in 2-D), ``newton-qmc``, ``adam-mc`` and POT's
-  stochastic semi-dual (ASGD on a sampled source), all measured the same way: l1 and max relative cell-mass errors on an
+- :func:`solver_benchmark`: time to accuracy of ``exact-2d`` (in 2-D), ``newton-qmc``, ``adam-mc`` (and
+  ``adam-mc-blas``, counting cells as the reference code does) and POT's stochastic semi-dual (ASGD on a sampled source), all measured the same way: l1 and max relative cell-mass errors on an
   independent Monte-Carlo sample (and, in 2-D, the exact masses); one row per logged point.
 - :func:`scale_benchmark`: time of a solver pass vs N (it is linear), a CIFAR-scale dry run, newton-qmc and
   adam-mc iterations at d = 3072 (time per iteration and per point, peak memory, the independent check),
