@@ -229,6 +229,11 @@ def test_solver_report_states_the_time_goal_and_its_cost(tmp_path):
     # The same accuracy: 1.1 x adam's best l1, 0.0418, which adam reaches at 20 s (0.041), newton at 5 s.
     assert "adam-mc never reaches the goal" in text and "best l1 0.038 after 66 s" in text
     assert "At l1 ≤ 0.0418 (1.1 x adam-mc's best), adam-mc is there after 20 s, newton-qmc after 5.00 s: **4.0x**" in text
+    assert "adam-mc-blas" not in text
+    blas = [{**r, "solver": "adam-mc-blas", "seconds": 3 * r["seconds"]} for r in adam]
+    text = _solver_markdown(pd.DataFrame(newton + adam + blas), tmp_path)
+    assert "`adam-mc-blas` is adam-mc counting its cells as the reference code does" in text
+    assert "adam-mc-blas is there after 60 s, newton-qmc after 5.00 s: **12.0x**" in text
     fast = [{**r, "seconds": r["seconds"] / 10} for r in newton]
     text = _solver_markdown(pd.DataFrame(fast + adam), tmp_path)
     assert "in 3.50 s: **within** the 10 s goal." in text and "final sample" not in text

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..bench.ot_bench import SAME_ACCURACY_SLACK, _accuracy, _curve, _seconds_to_l1, time_to_accuracy
+from ..bench.ot_bench import REFERENCE_ADAM, SAME_ACCURACY_SLACK, _accuracy, _curve, _seconds_to_l1, time_to_accuracy
 from ..ot import DEFAULT_SOLVER, GaussianSource, chosen_solver
 from ..render import markdown_table, plt, save, sns
 
@@ -139,6 +139,10 @@ def _solver_markdown(solver: pd.DataFrame, fig_dir: Path) -> str:
                  "shifted by their minimum (the same solution; POT's unstabilised exponential overflows otherwise), "
                  "the best learning rate of a grid (tuning time not counted): "
                  + ", ".join(f"d = {d}: reg {r.pot_reg:g}, lr {r.pot_lr:g}" for d, r in settings.iterrows()) + ".\n")
+    if REFERENCE_ADAM in set(solver["solver"]):
+        text += (f"\n`{REFERENCE_ADAM}` is adam-mc counting its cells as the reference code does (blockwise BLAS "
+                 "products, then argmax: the chunked kernel); `adam-mc` runs on this toolkit's default kernel (the "
+                 "fused one where built), which speeds up adam-mc, nothing but cell counts, more than newton-qmc.\n")
     for d in sorted(summary["d"].unique()):
         part = summary[summary["d"] == d].set_index("solver")
         text += _verdicts(rows, part, d)
