@@ -4,10 +4,9 @@ Why it is written by hand: torch has no fused product-and-argmax on the CPU (nor
 whose CPU reduction is slower than the chunked kernel: ``benchmarks/ot_keops.py``). The chunked kernel of
 ``kernel.py`` writes every score of a chunk to memory and reads it back to reduce it, which at d <= 64
 costs as much as the product itself; this kernel keeps a tile of 6 points x 32 targets (AVX-512; 16 with
-AVX2) in registers and,
-after the first 256 targets (whose scores it keeps), only looks at a tile when one of its scores beats a
-row's k-th best. Measured in ``benchmarks/ot_kernel.py``
-(the ``fused`` rows); tested against the torch kernel in ``tests/test_ot_native.py``.
+AVX2) in registers and, after the first 256 targets (whose scores it keeps), only looks at a tile when one
+of its scores beats a row's k-th best. Measured in ``benchmarks/ot_kernel.py`` (the ``fused`` rows);
+tested against the torch kernel in ``tests/test_ot_native.py``.
 
 It is compiled on first use by the system's C++ compiler (``$CXX``, else ``g++``, ``c++`` or ``clang++``)
 for the machine it runs on (``-O3 -march=native -fopenmp``) into ``$DPMOT_CACHE/native`` (the file is
