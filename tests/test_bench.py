@@ -20,6 +20,8 @@ from dpmot_bench.errors import CorruptFileError, InputError, UnknownNameError
 from dpmot_bench.report.claims import claims_table
 from dpmot_bench.render import markdown_table, with_ci
 
+from .test_ot_native import _fused_or_skip
+
 # Cheap cells only (exact GMM denoiser, no OT fit): a run takes seconds.
 BASELINE_SUITE = Suite("baselines", "test", datasets=("gmm-ring8",), samplers=("euler", "heun"), nfes=(1, 2, 5),
                        seeds=(0, 1, 2), n_samples={"gmm-ring8": 150}, floor_repeats=2)
@@ -248,8 +250,7 @@ def test_the_reference_adam_row_counts_cells_as_the_reference_code_does(monkeypa
     from dpmot_bench.ot import GaussianSource, native
     from dpmot_bench.ot.problem import Problem
 
-    if native.library() is None:
-        pytest.skip(f"the fused kernel is not built here ({native.status()})")
+    _fused_or_skip()  # fails where the kernel should have built
     fused_calls = []
     top_k = native.top_k
     monkeypatch.setattr(native, "top_k", lambda *args: fused_calls.append(1) or top_k(*args))

@@ -115,6 +115,7 @@ def load(path: Path) -> ctypes.CDLL:
     return lib
 
 
+@functools.cache
 def lanes() -> int:
     """Targets per vector of the built kernel: 16 where it was compiled for AVX-512, else 8 (AVX2); it
     takes targets in groups of that many (:func:`pack`) and their number in multiples of twice it."""

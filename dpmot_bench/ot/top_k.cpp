@@ -42,32 +42,32 @@ inline void store(float* p, vec v) { _mm256_storeu_ps(p, v); }
 inline unsigned greater(vec a, vec b) { return _mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_GT_OQ)); }
 #endif
 
-constexpr int MAX_K = 8;  // k <= 8: the k-th largest of 8 lane maxima bounds the k-th largest score
+constexpr int MAXIMA = 8;  // lane maxima of the warm-up (AVX2 vectors): the k-th largest bounds the k-th score, k <= 8
 constexpr int ROWS = 6;  // rows per tile: 12 accumulators + 2 target vectors + 1 broadcast (of 16 or 32 registers)
 constexpr int64_t WARM_TARGETS = 256;  // targets whose scores are kept before the threshold test starts (AVX2: measured best of 32-256)
 constexpr int64_t WARM_PAIRS = WARM_TARGETS / (2 * LANES);
 
 template <int K>
 struct Best {
-  static_assert(K <= MAX_K, "the k-th largest lane maximum needs k <= 8 lanes");
+  static_assert(K <= MAXIMA, "the k-th largest lane maximum needs k <= 8 lanes");
   float value[K];
   int64_t column[K];
 
   void reset(int64_t missing) {
     for (int r = 0; r < K; ++r) { value[r] = -INFINITY; column[r] = missing; }
   }
-  // The first targets' scores (columns 0, ..., count - 1, count a multiple of 8): only those at least the
-  // k-th largest of 8 lanes' maxima (at most the k-th largest score) can be among the k best.
+  // The first targets' scores (columns 0, ..., count - 1, count a multiple of MAXIMA): only those at least
+  // the k-th largest of the MAXIMA lanes' maxima (at most the k-th largest score) can be among the k best.
   void warm_up(const float* scores, int64_t count) {
     __m256 lane_max = _mm256_loadu_ps(scores);
-    for (int64_t j = 8; j < count; j += 8) lane_max = _mm256_max_ps(lane_max, _mm256_loadu_ps(scores + j));
-    float maxima[8];
+    for (int64_t j = MAXIMA; j < count; j += MAXIMA) lane_max = _mm256_max_ps(lane_max, _mm256_loadu_ps(scores + j));
+    float maxima[MAXIMA];
     _mm256_storeu_ps(maxima, lane_max);
     Best floor;  // the k largest lane maxima
     floor.reset(0);
-    for (int l = 0; l < 8; ++l) floor.insert(maxima[l], l);
+    for (int l = 0; l < MAXIMA; ++l) floor.insert(maxima[l], l);
     const __m256 low = _mm256_set1_ps(floor.value[K - 1]);
-    for (int64_t j = 0; j < count; j += 8) {
+    for (int64_t j = 0; j < count; j += MAXIMA) {
       unsigned mask = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(scores + j), low, _CMP_GE_OQ));
       while (mask) {
         int lane = __builtin_ctz(mask);
